@@ -1,0 +1,223 @@
+"""The `syncd` command: run, sync, status, publish, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__
+from syncd.errors import ConfigError, SyncdError
+from syncd.ids import is_run_id
+from syncd.localstore import LocalStore
+from syncd.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("syncd")
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "aiobotocore", "urllib3", "mlflow", "alembic", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep LLM binaries from the MLflow Experiment Manager in dataset folders.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, help="YAML config file")
+
+    sync = commands.add_parser("sync", help="sync one model version now, then exit")
+    sync.add_argument("--model", required=True, help="registered model name")
+    pointer = sync.add_mutually_exclusive_group(required=True)
+    pointer.add_argument("--alias", help="registry alias, e.g. production")
+    pointer.add_argument("--version", dest="model_version", help="model version number")
+    sync.add_argument(
+        "--root", type=Path, required=True, help="dataset folder, e.g. .../llm-models"
+    )
+    sync.add_argument("--config", type=Path, help="YAML config file (s3, mlflow, resolution)")
+    sync.add_argument(
+        "--artifact-path", default="model", help="subpath of the parent run's artifacts"
+    )
+    sync.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    status = commands.add_parser("status", help="list the run folders syncd keeps under a root")
+    status.add_argument("--root", type=Path, required=True)
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    publish = commands.add_parser(
+        "publish", help="publish a model folder in the nested-run pattern"
+    )
+    publish.add_argument("--model", required=True, help="registered model name")
+    publish.add_argument("--folder", type=Path, required=True, help="a save_pretrained folder")
+    publish.add_argument("--alias", help="point this alias at the new version")
+    publish.add_argument("--artifact-path", default="model")
+    publish.add_argument("--experiment", help="MLflow experiment name")
+    publish.add_argument("--config", type=Path, help="YAML config file (mlflow.tracking_uri)")
+
+    demo = commands.add_parser("demo", help="embedded MLflow + S3 + a sample model + the daemon")
+    demo.add_argument("--port", type=int, default=8888)
+    demo.add_argument("--workdir", type=Path, help="where to keep the demo's files")
+    demo.add_argument("--once", action="store_true", help="exit after the first complete pass")
+    return parser
+
+
+def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from syncd.localstore import LocalStore
+    from syncd.runtime import open_runtime
+    from syncd.syncer import SyncProgress
+
+    async def sync() -> int:
+        async with open_runtime(settings) as runtime:
+            registry = runtime.registry
+            if args.alias:
+                ref = await registry.alias_ref(args.model, args.alias)
+            else:
+                ref = await registry.version_ref(args.model, args.model_version)
+            desired = await registry.resolve(ref, args.artifact_path)
+            print(
+                f"{args.model} {ref.selector} -> v{ref.version} -> run {desired.run_id} "
+                f"({desired.basis.replace('_', ' ')}) from {desired.source_uri}",
+                file=sys.stderr,
+            )
+            store = LocalStore(args.root)
+            store.prepare()
+            progress = SyncProgress()
+            with tqdm(
+                unit="B", unit_scale=True, unit_divisor=1024, disable=args.no_progress or None
+            ) as bar:
+
+                def advance(count: int) -> None:
+                    if bar.total != progress.total_bytes:
+                        bar.total = progress.total_bytes
+                    bar.update(count)
+
+                progress.listeners.append(advance)
+                outcome = await runtime.syncer.ensure(store, "cli", desired, progress)
+            folder = store.run_dir(outcome.run_id)
+            if outcome.result == "noop":
+                print(f"{folder} already in place and matching the source", file=sys.stderr)
+            else:
+                checks = sorted({entry.verified_by for entry in outcome.manifest.files})
+                print(
+                    f"{folder}: {len(outcome.manifest.files)} files in place "
+                    f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept; "
+                    f"verified by {', '.join(checks)})",
+                    file=sys.stderr,
+                )
+            print(folder)
+            return 0
+
+    return asyncio.run(sync())
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = LocalStore(args.root)
+    rows: list[dict[str, Any]] = []
+    if not args.root.is_dir():
+        raise SyncdError(f"{args.root} is not a folder")
+    for child in sorted(args.root.iterdir()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        manifest = store.read_manifest(child.name) if is_run_id(child.name) else None
+        row: dict[str, Any] = {"run_id": child.name, "managed": manifest is not None}
+        if manifest is not None:
+            row.update(
+                files=len(manifest.files),
+                bytes=manifest.total_bytes,
+                damaged=store.missing_or_resized(manifest),
+                unverified=len(manifest.unverified),
+                wanted_by=[f"{w.model} {w.selector} v{w.version}" for w in manifest.wanted_by],
+            )
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if not row["managed"]:
+            print(f"{row['run_id']}  not created by syncd (left alone)")
+            continue
+        health = "damaged: " + ", ".join(row["damaged"]) if row["damaged"] else "intact"
+        print(
+            f"{row['run_id']}  {row['files']} files  {row['bytes']} bytes  {health}  "
+            f"wanted by {'; '.join(row['wanted_by']) or '-'}"
+        )
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.publish import publish_model
+
+    if not settings.mlflow.tracking_uri:
+        raise ConfigError("set MLFLOW_TRACKING_URI (or mlflow.tracking_uri in --config)")
+    published = publish_model(
+        settings.mlflow.tracking_uri,
+        args.model,
+        args.folder,
+        alias=args.alias,
+        artifact_path=args.artifact_path,
+        experiment=args.experiment,
+    )
+    print(
+        f"{published.model} v{published.version}: binaries on run {published.parent_run_id}, "
+        f"pyfunc on nested run {published.child_run_id}"
+        + (f", alias {args.alias} set" if args.alias else "")
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; expected failures end in one line on stderr and a non-zero exit."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        _configure_logging(settings.log_level)
+        if args.command == "run":
+            from syncd.service import run_service
+
+            asyncio.run(run_service(settings))
+            return 0
+        if args.command == "sync":
+            return _sync(args, settings)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "publish":
+            return _publish(args, settings)
+        if args.command == "demo":
+            from syncd.demo import run_demo
+
+            return run_demo(args.workdir, args.port, args.once)
+    except ConfigError as exc:
+        print(f"syncd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""`syncd demo`: an embedded MLflow and S3, a sample model in the seed's pattern, the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import boto3
+
+from syncd.embedded import MlflowServer, MotoServer
+from syncd.publish import publish_model
+from syncd.service import run_service
+from syncd.settings import load_settings
+
+__all__ = ["run_demo", "write_sample_model"]
+
+MODEL = "TinyLlama-MODEL"
+
+
+def write_sample_model(folder: Path, shard_mib: tuple[int, ...] = (24, 6)) -> Path:
+    """A Hugging Face-shaped folder: config, tokenizer, safetensors shards of random bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"vocab": {}}}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 2048}))
+    count = len(shard_mib)
+    for index, size in enumerate(shard_mib, start=1):
+        shard = folder / f"model-{index:05d}-of-{count:05d}.safetensors"
+        with shard.open("wb") as handle:
+            for _ in range(size):
+                handle.write(os.urandom(1 << 20))
+    return folder
+
+
+def run_demo(workdir: Path | None, port: int, once: bool) -> int:
+    """Start everything on loopback, publish, point `production` at it, run the daemon."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="syncd-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    print(f"syncd demo: working in {workdir}", flush=True)
+    with MotoServer(workdir / "logs") as s3_server:
+        boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="mlflow")
+        with MlflowServer(
+            workdir / "logs", s3_server.url, default_artifact_root="s3://mlflow/artifacts"
+        ) as mlflow_server:
+            os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_server.url
+            os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
+            print(f"  MLflow: {mlflow_server.url}   S3 (moto): {s3_server.url}", flush=True)
+            sample = write_sample_model(workdir / "sample-model")
+            published = publish_model(mlflow_server.url, MODEL, sample, alias="production")
+            print(
+                f"  published {MODEL} v{published.version}: binaries on parent run "
+                f"{published.parent_run_id}, pyfunc on nested run {published.child_run_id}, "
+                "alias production -> it",
+                flush=True,
+            )
+            root = workdir / "llm-models"
+            settings = load_settings(
+                overrides={
+                    "poll_interval": "5s",
+                    "targets": [
+                        {
+                            "name": "prod",
+                            "root": str(root),
+                            "alias": "production",
+                            "models": [MODEL],
+                        }
+                    ],
+                    "http": {"host": "127.0.0.1", "port": port},
+                }
+            )
+            print(
+                f"  daemon: status page http://127.0.0.1:{port}/  metrics /metrics  "
+                f"JSON /api/status\n  watch {root}/{published.parent_run_id} appear "
+                "(Ctrl-C stops everything)",
+                flush=True,
+            )
+            asyncio.run(run_service(settings, exit_when_ready=once))
+            folder = root / published.parent_run_id
+            if folder.is_dir():
+                files = sorted(p.name for p in folder.iterdir())
+                print(f"  {folder}: {', '.join(files)}", flush=True)
+                return 0
+            print(f"  {folder} is not there: see the log above", flush=True)
+            return 1

@@ -1,0 +1,112 @@
+"""The exceptions syncd raises: one base, a short tree, data on attributes."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChecksumMismatchError",
+    "ConfigError",
+    "LocalStoreError",
+    "ObjectChangedError",
+    "RegistryError",
+    "ResolutionError",
+    "RetriesExceededError",
+    "SourceError",
+    "SyncdError",
+    "TransferError",
+    "UnsafeKeyError",
+    "primary_error",
+]
+
+
+class SyncdError(Exception):
+    """Base of every error syncd means to report to a person (no traceback needed)."""
+
+
+class ConfigError(SyncdError):
+    """The configuration is malformed; the message names the key."""
+
+
+class RegistryError(SyncdError):
+    """The MLflow registry could not be read (down, refused, unknown model)."""
+
+
+class ResolutionError(RegistryError):
+    """A model version cannot be resolved to a parent run we are willing to sync."""
+
+    def __init__(self, model: str, version: str, reason: str) -> None:
+        super().__init__(f"{model} version {version}: {reason}")
+        self.model = model
+        self.version = version
+        self.reason = reason
+
+
+class SourceError(SyncdError):
+    """The artifact source cannot be listed or is not usable (empty, unsupported scheme)."""
+
+
+class UnsafeKeyError(SourceError):
+    """An object key would be written outside its run folder."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"refusing object key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class TransferError(SyncdError):
+    """A download failed."""
+
+
+class ChecksumMismatchError(TransferError):
+    """The bytes downloaded do not match what S3 says the object holds."""
+
+    def __init__(self, key: str, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(f"{key}: {algorithm} mismatch, expected {expected}, got {actual}")
+        self.key = key
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
+
+
+class ObjectChangedError(TransferError):
+    """The object was replaced while it was being downloaded (IfMatch failed)."""
+
+    def __init__(self, key: str, etag: str) -> None:
+        super().__init__(f"{key}: object changed during download (expected ETag {etag})")
+        self.key = key
+        self.etag = etag
+
+
+class RetriesExceededError(TransferError):
+    """A request kept failing after every retry."""
+
+    def __init__(self, what: str, attempts: int, last: BaseException) -> None:
+        super().__init__(f"{what}: failed after {attempts} attempts: {last}")
+        self.what = what
+        self.attempts = attempts
+        self.last = last
+
+
+class LocalStoreError(SyncdError):
+    """The dataset folder cannot be written (permissions, full disk, foreign content)."""
+
+
+def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a task group: the first syncd error, else the first error.
+
+    Tasks cancelled because a sibling failed add nothing a person needs to read.
+    """
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    for leaf in leaves:
+        if isinstance(leaf, SyncdError):
+            return leaf
+    return leaves[0]

@@ -1,0 +1,181 @@
+"""The dataset folder: run folders, staging, manifests and the atomic swap."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from syncd.errors import LocalStoreError
+from syncd.ids import is_run_id
+from syncd.manifest import Manifest
+
+__all__ = ["LocalStore", "exchange_paths"]
+
+log = logging.getLogger(__name__)
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _load_renameat2() -> object | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return getattr(libc, "renameat2", None)
+    except OSError:
+        return None
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 RENAME_EXCHANGE).
+
+    False when the platform or filesystem cannot (then the caller falls back to two renames).
+    """
+    if _renameat2 is None:
+        return False
+    result = _renameat2(  # type: ignore[operator]
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first))
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """`{root}/{run_id}` for endpoints; `{root}/.syncd/` for syncd's own bookkeeping."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta = root / ".syncd"
+        self.staging = self.meta / "staging"
+        self.manifests = self.meta / "manifests"
+        self.quarantine = self.meta / "quarantine"
+
+    def prepare(self) -> None:
+        """Create the bookkeeping folders and clear staging left by a process that died."""
+        try:
+            for folder in (self.staging, self.manifests, self.quarantine):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalStoreError(f"cannot create {self.meta}: {exc.strerror}") from exc
+        if not os.access(self.root, os.W_OK):
+            raise LocalStoreError(f"{self.root} is not writable by this process")
+        for leftover in self.staging.iterdir():
+            self.discard(leftover)
+
+    def run_dir(self, run_id: str) -> Path:
+        """The published folder of a run (the run id is checked before it touches a path)."""
+        if not is_run_id(run_id):
+            raise LocalStoreError(f"refusing run id {run_id!r}: not 32 lowercase hex characters")
+        return self.root / run_id
+
+    def manifest_path(self, run_id: str) -> Path:
+        self.run_dir(run_id)
+        return self.manifests / f"{run_id}.json"
+
+    def read_manifest(self, run_id: str) -> Manifest | None:
+        """The manifest of a run, or None when absent or unreadable (then the run is rebuilt)."""
+        path = self.manifest_path(run_id)
+        try:
+            return Manifest.from_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable manifest %s: %s", path, exc)
+            return None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Write a manifest atomically (temp file, fsync, rename)."""
+        path = self.manifest_path(manifest.run_id)
+        fd, temp = tempfile.mkstemp(dir=self.manifests, prefix=f".{manifest.run_id}.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(manifest.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def new_staging(self, run_id: str) -> Path:
+        """A fresh folder to build a run in, on the same filesystem as the published one."""
+        self.run_dir(run_id)
+        folder = Path(tempfile.mkdtemp(dir=self.staging, prefix=f"{run_id}."))
+        # mkdtemp makes 0700; endpoints usually run as another user and must read the folder.
+        folder.chmod(0o755)
+        return folder
+
+    def discard(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def missing_or_resized(self, manifest: Manifest) -> list[str]:
+        """Files of the manifest absent from the published folder or of another size (cheap)."""
+        folder = self.run_dir(manifest.run_id)
+        damaged = []
+        for entry in manifest.files:
+            try:
+                if (folder / entry.path).stat().st_size != entry.size:
+                    damaged.append(entry.path)
+            except OSError:
+                damaged.append(entry.path)
+        return damaged
+
+    def check_space(self, needed: int) -> None:
+        """Fail before downloading when the dataset cannot hold `needed` more bytes."""
+        free = shutil.disk_usage(self.root).free
+        if needed > free:
+            raise LocalStoreError(
+                f"not enough space under {self.root}: need {needed} bytes, {free} free"
+            )
+
+    def publish(self, staging: Path, run_id: str, *, owned: bool) -> None:
+        """Make `staging` the published folder of `run_id` in one rename.
+
+        A previous folder is swapped out atomically where the filesystem allows. What syncd
+        created (`owned`) is then removed; a folder it did not create is kept in quarantine.
+        """
+        target = self.run_dir(run_id)
+        _fsync_directory(staging)
+        try:
+            os.rename(staging, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise LocalStoreError(f"cannot publish {target}: {exc.strerror}") from exc
+            self._replace(staging, target, owned=owned)
+        _fsync_directory(self.root)
+
+    def _replace(self, staging: Path, target: Path, *, owned: bool) -> None:
+        if exchange_paths(staging, target):
+            old = staging  # after the exchange the old content sits where staging was
+        else:
+            # No atomic exchange here (NFS, macOS): a short window without the folder.
+            old = self.staging / f"{target.name}.old.{time.time_ns()}"
+            os.rename(target, old)
+            os.rename(staging, target)
+        if owned:
+            self.discard(old)
+        else:
+            kept = self.quarantine / f"{target.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+            os.rename(old, kept)
+            log.warning("kept a folder syncd did not create at %s", kept)

@@ -1,0 +1,107 @@
+"""The record of what was synced into a run folder, and its comparison with a source (pure)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["FileEntry", "Manifest", "RemoteObject", "WantedBy", "differences"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """One object in a source listing; `path` is relative to the source prefix."""
+
+    path: str
+    size: int
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file as synced: where from, and how it was verified."""
+
+    path: str
+    size: int
+    etag: str | None
+    verified_by: str  # crc64nvme, crc32, md5-multipart, size, ...
+    checksum: str | None = None  # the value the check compared, as the server wrote it
+    part_size: int | None = None
+    note: str = ""
+    verified_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class WantedBy:
+    """Which target, model and registry pointer asked for the run."""
+
+    target: str
+    model: str
+    selector: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`{root}/.syncd/manifests/{run_id}.json`."""
+
+    run_id: str
+    source_uri: str
+    files: tuple[FileEntry, ...]
+    wanted_by: tuple[WantedBy, ...] = ()
+    synced_at: float = 0.0
+    syncd_version: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    @property
+    def unverified(self) -> list[FileEntry]:
+        """Files that only had their size checked."""
+        return [entry for entry in self.files if entry.verified_by == "size"]
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["format"] = FORMAT_VERSION
+        return json.dumps(document, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        document = json.loads(text)
+        if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
+            raise ValueError("not a syncd manifest of a known format")
+        return cls(
+            run_id=document["run_id"],
+            source_uri=document["source_uri"],
+            files=tuple(FileEntry(**entry) for entry in document["files"]),
+            wanted_by=tuple(WantedBy(**wanted) for wanted in document.get("wanted_by", [])),
+            synced_at=document.get("synced_at", 0.0),
+            syncd_version=document.get("syncd_version", ""),
+            extra=document.get("extra", {}),
+        )
+
+
+def differences(manifest: Manifest | None, listing: Iterable[RemoteObject]) -> list[str]:
+    """Paths whose synced copy no longer matches the source (added, removed, changed).
+
+    Empty means the manifest describes the source exactly and nothing needs downloading.
+    """
+    remote = {obj.path: obj for obj in listing}
+    if manifest is None:
+        return sorted(remote)
+    local = {entry.path: entry for entry in manifest.files}
+    changed = [
+        path
+        for path, obj in remote.items()
+        if path not in local
+        or local[path].size != obj.size
+        or (obj.etag is not None and local[path].etag is not None and local[path].etag != obj.etag)
+    ]
+    removed = [path for path in local if path not in remote]
+    return sorted(changed + removed)

@@ -1,0 +1,52 @@
+"""Wires the parts together from Settings: sources, engine, registry, syncer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from syncd.metrics import Metrics
+from syncd.registry import MlflowRegistry
+from syncd.settings import Settings
+from syncd.source import Sources
+from syncd.syncer import Syncer
+from syncd.transfer import Downloader
+
+__all__ = ["Runtime", "open_runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    sources: Sources
+    downloader: Downloader
+    registry: MlflowRegistry
+    syncer: Syncer
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Runtime]:
+    """Everything a daemon or a one-shot sync needs, closed on exit."""
+    metrics = metrics or Metrics()
+    async with Sources.open(settings) as sources:
+        downloader = Downloader(settings.s3, metrics)
+
+        async def read_artifact(uri: str) -> bytes | None:
+            return await sources.read(sources.locate(uri))
+
+        registry = MlflowRegistry(settings.mlflow.tracking_uri, settings.resolution, read_artifact)
+        try:
+            yield Runtime(
+                settings,
+                metrics,
+                sources,
+                downloader,
+                registry,
+                Syncer(sources, downloader, metrics),
+            )
+        finally:
+            downloader.close()

@@ -1,0 +1,265 @@
+"""S3 through aiobotocore: listing, HEAD facts, ranged GETs; botocore errors translated here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    FlexibleChecksumError,
+    NoCredentialsError,
+)
+
+from syncd.checksum import Algorithm
+from syncd.errors import ChecksumMismatchError, ObjectChangedError, SourceError, TransferError
+from syncd.manifest import RemoteObject
+from syncd.plan import ObjectFacts, Range, unquote_etag
+from syncd.settings import S3Settings
+
+__all__ = ["RetryableError", "S3Location", "S3ObjectStore", "parse_s3_uri"]
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_RETRYABLE_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+}
+
+
+class RetryableError(TransferError):
+    """A failure worth another attempt (reset, 5xx, throttling, short body)."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (no trailing slash)."""
+
+    bucket: str
+    prefix: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def child(self, relative: str) -> S3Location:
+        return S3Location(self.bucket, self.key(relative.strip("/")))
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """`s3://bucket/some/prefix/` -> S3Location('bucket', 'some/prefix')."""
+    if not uri.startswith("s3://"):
+        raise SourceError(f"not an s3:// URI: {uri}")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise SourceError(f"no bucket in {uri}")
+    return S3Location(bucket, prefix.strip("/"))
+
+
+def _status(error: ClientError) -> int:
+    status: int = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status
+
+
+def _code(error: ClientError) -> str:
+    code: str = error.response.get("Error", {}).get("Code", "")
+    return code
+
+
+def translate(error: Exception, what: str) -> Exception:
+    """A botocore/aiohttp error as a syncd error: retryable, object changed, or final."""
+    if isinstance(error, ClientError):
+        code, status = _code(error), _status(error)
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectChangedError(what, "")
+        if code in _RETRYABLE_CODES or status >= 500:
+            return RetryableError(f"{what}: {code or status}")
+        if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound") or status == 404:
+            return SourceError(f"{what}: not found")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return SourceError(f"{what}: access denied ({code})")
+        return SourceError(f"{what}: {code or status}: {error}")
+    if isinstance(error, NoCredentialsError):
+        return SourceError(f"{what}: no AWS credentials found (env, profile, IRSA or IMDS)")
+    if isinstance(error, EndpointConnectionError):
+        return RetryableError(f"{what}: cannot connect to S3 endpoint: {error}")
+    if isinstance(error, BotoCoreError | OSError | TimeoutError):
+        return RetryableError(f"{what}: {type(error).__name__}: {error}")
+    return error
+
+
+class S3ObjectStore:
+    """The few S3 calls syncd makes, on one pooled aiobotocore client."""
+
+    def __init__(self, client: Any, settings: S3Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: S3Settings) -> AsyncIterator[S3ObjectStore]:
+        """A store whose client lives as long as the context (credentials: the default chain)."""
+        config = AioConfig(
+            max_pool_connections=settings.max_concurrency + 4,
+            connect_timeout=10,
+            read_timeout=60,
+            # syncd is the one retry layer (per part, with jitter, counted in metrics);
+            # botocore retrying underneath would multiply attempts and hide them.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            # syncd verifies every byte itself as it streams; a second CRC in botocore would
+            # only cost CPU.
+            response_checksum_validation="when_required",
+        )
+        session = get_session()
+        async with session.create_client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region or "us-east-1",
+            config=config,
+        ) as client:
+            yield cls(client, settings)
+
+    async def list_objects(self, location: S3Location) -> list[RemoteObject]:
+        """Every object under the prefix, with paths relative to it (folder markers skipped)."""
+        prefix = location.prefix + "/" if location.prefix else ""
+        objects: list[RemoteObject] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    relative = item["Key"][len(prefix) :]
+                    if not relative or relative.endswith("/"):
+                        continue
+                    objects.append(
+                        RemoteObject(relative, int(item["Size"]), unquote_etag(item["ETag"]))
+                    )
+        except Exception as exc:
+            raise translate(exc, f"listing {location.uri}") from exc
+        return objects
+
+    async def read(self, location: S3Location) -> bytes | None:
+        """A small object's bytes, or None when it does not exist."""
+        try:
+            response = await self._client.get_object(Bucket=location.bucket, Key=location.prefix)
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+                return data
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+                return None
+            raise translate(exc, f"reading {location.uri}") from exc
+        except Exception as exc:
+            raise translate(exc, f"reading {location.uri}") from exc
+
+    async def head(self, location: S3Location, part_number: int | None = None) -> ObjectFacts:
+        """Size, ETag, checksums and (with part_number) the upload part layout."""
+        kwargs: dict[str, Any] = {"Bucket": location.bucket, "Key": location.prefix}
+        kwargs["ChecksumMode"] = "ENABLED"
+        if part_number is not None:
+            kwargs["PartNumber"] = part_number
+        try:
+            response = await self._client.head_object(**kwargs)
+        except Exception as exc:
+            raise translate(exc, f"HEAD {location.uri}") from exc
+        return facts_from_headers(response)
+
+    @asynccontextmanager
+    async def get(
+        self, location: S3Location, byte_range: Range | None, etag: str | None
+    ) -> AsyncIterator[tuple[ObjectFacts | None, Any]]:
+        """Open a GET (ranged when `byte_range`), checked against the ETag and Content-Range.
+
+        Yields the object's facts (whole GETs only: a ranged response carries no object
+        checksum) and the streaming body.
+        """
+        kwargs: dict[str, Any] = {"Bucket": location.bucket, "Key": location.prefix}
+        if etag:
+            # Every part is pinned to the version we planned against: a replaced object fails
+            # with 412 instead of splicing two versions into one file.
+            kwargs["IfMatch"] = f'"{etag}"'
+        if byte_range is not None:
+            kwargs["Range"] = byte_range.header
+        else:
+            kwargs["ChecksumMode"] = "ENABLED"
+        try:
+            response = await self._client.get_object(**kwargs)
+        except Exception as exc:
+            raise translate(exc, f"GET {location.uri}") from exc
+        body = response["Body"]
+        try:
+            if byte_range is not None:
+                _check_content_range(location.uri, response, byte_range)
+                yield None, _Body(body, location.uri)
+            else:
+                yield facts_from_headers(response), _Body(body, location.uri)
+        finally:
+            body.close()
+
+
+class _Body:
+    """A response body whose read errors arrive as syncd errors."""
+
+    def __init__(self, body: Any, uri: str) -> None:
+        self._body = body
+        self._uri = uri
+
+    async def read(self, amount: int) -> bytes:
+        try:
+            data: bytes = await self._body.read(amount)
+            return data
+        except FlexibleChecksumError as exc:
+            # botocore checks whole-object GETs sent with ChecksumMode itself, at the last read.
+            raise ChecksumMismatchError(
+                self._uri, "botocore response checksum", "", str(exc)
+            ) from exc
+        except Exception as exc:
+            raise translate(exc, f"reading GET {self._uri}") from exc
+
+
+def _check_content_range(uri: str, response: dict[str, Any], byte_range: Range) -> None:
+    content_range = response.get("ContentRange")
+    length = int(response.get("ContentLength", -1))
+    if content_range:
+        match = _CONTENT_RANGE.match(content_range)
+        if not match or (int(match.group(1)), int(match.group(2)) + 1) != (
+            byte_range.start,
+            byte_range.end,
+        ):
+            raise RetryableError(
+                f"GET {uri}: asked for {byte_range.header}, got Content-Range {content_range}"
+            )
+    elif length != byte_range.length:
+        raise RetryableError(f"GET {uri}: asked for {byte_range.header}, got {length} bytes")
+
+
+def facts_from_headers(response: dict[str, Any]) -> ObjectFacts:
+    """ObjectFacts from a HeadObject/GetObject response."""
+    checksums: dict[Algorithm, str] = {
+        algorithm: str(response[algorithm.s3_field])
+        for algorithm in Algorithm
+        if algorithm is not Algorithm.MD5 and response.get(algorithm.s3_field)
+    }
+    parts_count = response.get("PartsCount")
+    return ObjectFacts(
+        size=int(response.get("ContentLength", 0)),
+        etag=unquote_etag(response.get("ETag", "")),
+        parts_count=int(parts_count) if parts_count else None,
+        checksums=checksums,
+        checksum_type=response.get("ChecksumType"),
+        server_side_encryption=response.get("ServerSideEncryption"),
+    )

@@ -1,0 +1,58 @@
+"""The long-running process: the reconciler, its HTTP server and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from syncd.daemon import Daemon
+from syncd.errors import ConfigError
+from syncd.metrics import Metrics
+from syncd.runtime import open_runtime
+from syncd.settings import Settings
+from syncd.web import serve
+
+__all__ = ["run_service"]
+
+log = logging.getLogger(__name__)
+
+
+async def run_service(settings: Settings, *, exit_when_ready: bool = False) -> Daemon:
+    """Run until SIGTERM/SIGINT (or, with `exit_when_ready`, the first complete pass).
+
+    Cancellation reaches every sync in flight; each removes its staging folder on the way
+    out, so nothing half-built is ever published and the exit is clean.
+    """
+    if not settings.targets:
+        raise ConfigError("no targets configured: add at least one under `targets:`")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    metrics = Metrics()
+    async with open_runtime(settings, metrics) as runtime:
+        daemon = Daemon(settings, runtime.registry, runtime.syncer, metrics)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, daemon.wake)
+        runner = None
+        if settings.http.enabled:
+            runner = await serve(daemon, settings.http.host, settings.http.port)
+            log.info("serving on http://%s:%d/", settings.http.host, settings.http.port)
+        work = asyncio.create_task(daemon.run(), name="syncd-daemon")
+        waits = {work, asyncio.create_task(stop.wait())}
+        if exit_when_ready:
+            waits.add(asyncio.create_task(daemon.ready.wait()))
+        try:
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if work in done:
+                work.result()  # the daemon only ends by failing: surface why
+            await asyncio.gather(work, return_exceptions=True)
+            log.info("stopped")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if runner is not None:
+                await runner.cleanup()
+    return daemon

@@ -1,0 +1,270 @@
+"""Configuration: a YAML file plus SYNCD_* variables; the only module that reads the env."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from syncd.errors import ConfigError
+
+__all__ = [
+    "HttpSettings",
+    "MlflowSettings",
+    "ResolutionSettings",
+    "S3Settings",
+    "Settings",
+    "TargetSettings",
+    "load_settings",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?\s*$", re.IGNORECASE)
+_SIZE_FACTOR = {
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `30`, `30s`, `5m`, `1.5h`, `250ms` or a timedelta."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h)")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `8388608`, `8MiB`, `64 KiB`, `1GiB`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            return int(match.group(1)) * _SIZE_FACTOR[(match.group(2) or "b").lower()]
+    raise ValueError(f"not a size: {value!r} (use e.g. 8MiB, 64KiB)")
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetSettings(_Strict):
+    """One dataset folder kept in step with one alias (or stage) of a set of models."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    root: Path
+    alias: str | None = None
+    stage: str | None = None
+    models: list[str] = Field(min_length=1)
+    artifact_path: str = "model"
+
+    @model_validator(mode="after")
+    def _alias_xor_stage(self) -> TargetSettings:
+        if (self.alias is None) == (self.stage is None):
+            raise ValueError("set exactly one of alias or stage")
+        return self
+
+    @field_validator("artifact_path")
+    @classmethod
+    def _relative_subpath(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"artifact_path must be a plain relative path, got {value!r}")
+        return "/".join(parts)
+
+    @property
+    def selector(self) -> str:
+        """What this target follows, for logs: `alias production` or `stage Production`."""
+        return f"alias {self.alias}" if self.alias else f"stage {self.stage}"
+
+
+class S3Settings(_Strict):
+    """How objects are read from S3 and how they are checked."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    # Where `mlflow-artifacts:/` URIs live in S3 (the server's --artifacts-destination); when
+    # set, proxied runs are read straight from S3 instead of through the MLflow server.
+    artifacts_destination: str | None = None
+    max_concurrency: int = Field(default=16, ge=1, le=512)
+    part_size: Bytes = 16 * 1024 * 1024
+    chunk_size: Bytes = 1024 * 1024
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    verify: Literal["checksum", "size"] = "checksum"
+
+    @field_validator("artifacts_destination")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError(f"must be an s3:// URI, got {value!r}")
+        return value.rstrip("/") if value else value
+
+
+class MlflowSettings(_Strict):
+    """Where the registry is; credentials come from MLflow's own variables."""
+
+    tracking_uri: str | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout: Seconds = 30.0
+
+
+class ResolutionSettings(_Strict):
+    """How a registered version is traced back to the run that holds the binaries."""
+
+    context_path: str = "artifacts/model_context.json"
+    # A context naming a run other than the child's nested parent is someone else's binaries;
+    # refused unless this is relaxed.
+    allow_foreign_parent: bool = False
+
+
+class HttpSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8888, ge=0, le=65535)
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a syncd process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCD_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    poll_interval: Seconds = 30.0
+    targets: list[TargetSettings] = Field(default_factory=list)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    resolution: ResolutionSettings = Field(default_factory=ResolutionSettings)
+    max_parallel_syncs: int = Field(default=2, ge=1, le=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> Settings:
+        names = [target.name for target in self.targets]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"target names must be unique, repeated: {', '.join(duplicated)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file, as operators expect when they override one key.
+        return (env_settings, init_settings)
+
+
+def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
+    """Values from the variables MLflow and the AWS SDKs define, used where config is silent."""
+    mlflow: dict[str, Any] = {}
+    for key, variable in (
+        ("tracking_uri", "MLFLOW_TRACKING_URI"),
+        ("token", "MLFLOW_TRACKING_TOKEN"),
+        ("username", "MLFLOW_TRACKING_USERNAME"),
+        ("password", "MLFLOW_TRACKING_PASSWORD"),
+    ):
+        if environ.get(variable):
+            mlflow[key] = environ[variable]
+    s3: dict[str, Any] = {}
+    endpoint = environ.get("MLFLOW_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_S3")
+    if endpoint:
+        s3["endpoint_url"] = endpoint
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        s3["region"] = region
+    return {"mlflow": mlflow, "s3": s3}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {location}: {message}{suffix}"
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from the standard variables, then the YAML file, then overrides, then SYNCD_*."""
+    data = _standard_environment(dict(os.environ))
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such config file") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None)
+            raise ConfigError(
+                f"{path}: not valid YAML{where}" + (f": {problem}" if problem else "")
+            ) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        data = _merge(data, loaded)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc

@@ -1,0 +1,216 @@
+"""ensure(): make one run folder match its source, verified, published in one rename."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from syncd import __version__
+from syncd.errors import SourceError, UnsafeKeyError, primary_error
+from syncd.ids import safe_relative_path
+from syncd.localstore import LocalStore
+from syncd.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
+from syncd.metrics import Metrics
+from syncd.registry import DesiredModel
+from syncd.source import Sources
+from syncd.transfer import Downloader
+
+__all__ = ["SyncOutcome", "SyncProgress", "Syncer", "check_listing"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncProgress:
+    """Live counters of one sync, read by the progress bar and the status page."""
+
+    total_bytes: int = 0
+    done_bytes: int = 0
+    total_files: int = 0
+    done_files: int = 0
+    started: float = field(default_factory=time.monotonic)
+    listeners: list[Callable[[int], None]] = field(default_factory=list)
+
+    def add(self, count: int) -> None:
+        self.done_bytes += count
+        for listener in self.listeners:
+            listener(count)
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What ensure() did for one run folder."""
+
+    result: Literal["noop", "synced"]
+    run_id: str
+    downloaded_files: int
+    downloaded_bytes: int
+    reused_files: int
+    manifest: Manifest
+
+
+def check_listing(listing: list[RemoteObject]) -> None:
+    """Refuse listings that cannot become a folder: unsafe keys, a file that is also a folder."""
+    paths = {safe_relative_path(obj.path) for obj in listing}
+    for path in paths:
+        parent = path.rsplit("/", 1)[0] if "/" in path else None
+        while parent:
+            if parent in paths:
+                raise UnsafeKeyError(path, f"{parent!r} is both a file and a folder")
+            parent = parent.rsplit("/", 1)[0] if "/" in parent else None
+
+
+class Syncer:
+    """Compares a run folder with its source and rebuilds what differs."""
+
+    def __init__(self, sources: Sources, downloader: Downloader, metrics: Metrics) -> None:
+        self._sources = sources
+        self._downloader = downloader
+        self._metrics = metrics
+
+    async def ensure(
+        self,
+        store: LocalStore,
+        target: str,
+        desired: DesiredModel,
+        progress: SyncProgress | None = None,
+    ) -> SyncOutcome:
+        """Make `{root}/{run_id}` hold exactly the source's files, verified; idempotent."""
+        progress = progress or SyncProgress()
+        location = self._sources.locate(desired.source_uri)
+        listing = await self._sources.list_objects(location)
+        if not listing:
+            raise SourceError(
+                f"{desired.model} v{desired.ref.version}: nothing under {location.uri} "
+                f"(run {desired.run_id}, found by {desired.basis.replace('_', ' ')}); "
+                "were the binaries logged to that run under this artifact path?"
+            )
+        check_listing(listing)
+        wanted = WantedBy(target, desired.model, desired.ref.selector, desired.ref.version)
+        manifest = store.read_manifest(desired.run_id)
+        folder = store.run_dir(desired.run_id)
+        stale = differences(manifest, listing)
+        damaged = store.missing_or_resized(manifest) if manifest and folder.is_dir() else None
+        if manifest is not None and not stale and damaged == []:
+            if wanted not in manifest.wanted_by:
+                store.write_manifest(replace(manifest, wanted_by=(*manifest.wanted_by, wanted)))
+            return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
+        return await self._rebuild(store, target, desired, listing, manifest, wanted, progress)
+
+    async def _rebuild(
+        self,
+        store: LocalStore,
+        target: str,
+        desired: DesiredModel,
+        listing: list[RemoteObject],
+        manifest: Manifest | None,
+        wanted: WantedBy,
+        progress: SyncProgress,
+    ) -> SyncOutcome:
+        folder = store.run_dir(desired.run_id)
+        location = self._sources.locate(desired.source_uri)
+        reusable = _reusable_entries(store, manifest, listing) if folder.is_dir() else {}
+        to_fetch = [obj for obj in listing if obj.path not in reusable]
+        progress.total_files = len(to_fetch)
+        progress.total_bytes = sum(obj.size for obj in to_fetch)
+        store.check_space(progress.total_bytes)
+        log.info(
+            "%s: syncing %s v%s run %s: %d files, %d bytes from %s (%d kept)",
+            target,
+            desired.model,
+            desired.ref.version,
+            desired.run_id,
+            len(to_fetch),
+            progress.total_bytes,
+            location.uri,
+            len(reusable),
+        )
+        staging = store.new_staging(desired.run_id)
+        published = False
+        try:
+            entries: dict[str, FileEntry] = {}
+            for path, entry in reusable.items():
+                destination = staging / path
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.link(folder / path, destination)
+                entries[path] = entry
+
+            async def fetch(obj: RemoteObject) -> None:
+                entry = await self._sources.download(
+                    self._downloader, location, obj, staging / obj.path, progress.add
+                )
+                entries[obj.path] = entry
+                progress.done_files += 1
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for obj in to_fetch:
+                        group.create_task(fetch(obj))
+            except BaseExceptionGroup as failed:
+                raise primary_error(failed) from failed
+            new_manifest = Manifest(
+                run_id=desired.run_id,
+                source_uri=location.uri,
+                files=tuple(entries[obj.path] for obj in sorted(listing, key=lambda o: o.path)),
+                wanted_by=_merge_wanted(manifest, wanted),
+                synced_at=time.time(),
+                syncd_version=__version__,
+            )
+            store.publish(staging, desired.run_id, owned=manifest is not None)
+            published = True
+            store.write_manifest(new_manifest)
+        finally:
+            if not published:
+                # Shielded: a cancelled sync (SIGTERM) still leaves no staging debris behind.
+                await asyncio.shield(asyncio.to_thread(store.discard, staging))
+        self._metrics.downloaded_files.labels(target=target).inc(len(to_fetch))
+        self._metrics.reused_files.labels(target=target).inc(len(reusable))
+        unverified = [entry for entry in new_manifest.unverified if entry.path not in reusable]
+        if unverified:
+            self._metrics.unverified_files.labels(target=target).inc(len(unverified))
+            log.warning(
+                "%s: %d file(s) of run %s could only be size-checked: %s",
+                target,
+                len(unverified),
+                desired.run_id,
+                unverified[0].note,
+            )
+        return SyncOutcome(
+            "synced",
+            desired.run_id,
+            len(to_fetch),
+            progress.total_bytes,
+            len(reusable),
+            new_manifest,
+        )
+
+
+def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy, ...]:
+    previous = manifest.wanted_by if manifest else ()
+    return previous if wanted in previous else (*previous, wanted)
+
+
+def _reusable_entries(
+    store: LocalStore, manifest: Manifest | None, listing: list[RemoteObject]
+) -> dict[str, FileEntry]:
+    """Published files still matching the source (ETag, size on disk): linked, not fetched."""
+    if manifest is None:
+        return {}
+    folder = store.run_dir(manifest.run_id)
+    previous = {entry.path: entry for entry in manifest.files}
+    reusable = {}
+    for obj in listing:
+        entry = previous.get(obj.path)
+        if entry is None or entry.size != obj.size or entry.etag != obj.etag or obj.etag is None:
+            continue
+        try:
+            if (folder / obj.path).stat().st_size == entry.size:
+                reusable[obj.path] = entry
+        except OSError:
+            continue
+    return reusable

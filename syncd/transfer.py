@@ -1,0 +1,535 @@
+"""The transfer engine: parallel ranged GETs into preallocated files, verified as they stream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hashlib
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import aiohttp
+from botocore.exceptions import BotoCoreError
+
+from syncd.checksum import (
+    CrcHasher,
+    Hasher,
+    combine_crcs,
+    composite_checksum,
+    encode_crc,
+    multipart_etag,
+    new_hasher,
+)
+from syncd.errors import (
+    ChecksumMismatchError,
+    LocalStoreError,
+    ObjectChangedError,
+    RetriesExceededError,
+    primary_error,
+)
+from syncd.manifest import FileEntry, RemoteObject
+from syncd.mlflow_proxy import MlflowArtifactProxy
+from syncd.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
+from syncd.s3 import RetryableError, S3Location, S3ObjectStore
+from syncd.settings import S3Settings
+
+__all__ = ["Downloader", "NullObserver", "TransferObserver", "backoff_delay"]
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+
+# Errors that a fresh attempt can cure: connection resets, timeouts, 5xx, short bodies.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    RetryableError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    BotoCoreError,
+    asyncio.IncompleteReadError,
+)
+
+
+class TransferObserver(Protocol):
+    """What the engine reports while it works (metrics implement it)."""
+
+    def bytes_downloaded(self, count: int) -> None: ...
+
+    def request_retried(self, reason: str) -> None: ...
+
+    def checksum_failed(self, path: str) -> None: ...
+
+    def in_flight(self, delta: int) -> None: ...
+
+
+class NullObserver:
+    """An observer that records nothing."""
+
+    def bytes_downloaded(self, count: int) -> None:
+        pass
+
+    def request_retried(self, reason: str) -> None:
+        pass
+
+    def checksum_failed(self, path: str) -> None:
+        pass
+
+    def in_flight(self, delta: int) -> None:
+        pass
+
+
+def backoff_delay(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt))."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def _write_and_hash(fd: int, data: bytes, offset: int, hasher: Hasher | None) -> None:
+    # Runs in a worker thread: pwrite and the hashers release the GIL, so the event loop keeps
+    # streaming while another core hashes.
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    if hasher is not None:
+        hasher.update(data)
+
+
+def _hash_span(fd: int, hasher: Hasher, start: int, end: int, block: int) -> None:
+    position = start
+    while position < end:
+        data = os.pread(fd, min(block, end - position), position)
+        if not data:
+            raise OSError(errno.EIO, f"short read at {position} while hashing")
+        hasher.update(data)
+        position += len(data)
+
+
+def open_preallocated(path: Path, size: int) -> int:
+    """A new file of `size` bytes reserved on disk; a full disk fails here, before any GET."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)  # read back by OrderedHasher
+    try:
+        if size > 0:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise LocalStoreError(
+                        f"no space left for {path.name} ({size} bytes) under {path.parent}"
+                    ) from exc
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(fd, size)  # NFS without fallocate: sparse is the best on offer
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class OrderedHasher:
+    """Feeds a whole-object hash in byte order while ranges finish in any order.
+
+    MD5 and SHA cannot be split, so this follows the contiguous prefix that is on disk and
+    reads it back from the page cache in a worker thread, alongside the download rather than
+    after it.
+    """
+
+    def __init__(self, fd: int, hasher: Hasher, size: int, executor: ThreadPoolExecutor) -> None:
+        self._fd = fd
+        self._hasher = hasher
+        self._size = size
+        self._executor = executor
+        self._finished: dict[int, int] = {}
+        self._hashed = 0
+        self._ready = asyncio.Event()
+
+    def range_done(self, byte_range: Range) -> None:
+        self._finished[byte_range.start] = byte_range.end
+        self._ready.set()
+
+    async def run(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        while self._hashed < self._size:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._hashed in self._finished:
+                end = self._finished.pop(self._hashed)
+                await loop.run_in_executor(
+                    self._executor, _hash_span, self._fd, self._hasher, self._hashed, end, 4 << 20
+                )
+                self._hashed = end
+        return self._hasher.digest()
+
+
+class Downloader:
+    """Downloads objects into files under one global limit on requests in flight.
+
+    Memory is bounded by max_concurrency x chunk_size whatever the file sizes: each request
+    streams its range through one chunk buffer straight into the file.
+    """
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        observer: TransferObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._observer: TransferObserver = observer or NullObserver()
+        self._sleep = sleep
+        self._requests = asyncio.Semaphore(settings.max_concurrency)
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="syncd-io"
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- S3 ---------------------------------------------------------------------------------
+
+    async def download_s3(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        obj: RemoteObject,
+        dest: Path,
+        progress: Progress,
+    ) -> FileEntry:
+        """Download one object to `dest`, verified; a mismatch is retried, then raised."""
+        attempts = 2
+        for attempt in range(1, attempts + 1):
+            reported = 0
+
+            def report(count: int) -> None:
+                nonlocal reported
+                reported += count
+                progress(count)
+
+            try:
+                return await self._download_s3_once(store, location, obj, dest, report)
+            except ChecksumMismatchError:
+                progress(-reported)  # the whole file is fetched again
+                self._observer.checksum_failed(obj.path)
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _download_s3_once(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        obj: RemoteObject,
+        dest: Path,
+        progress: Progress,
+    ) -> FileEntry:
+        multipart_etag_listed = obj.etag is not None and "-" in obj.etag
+        if obj.size <= self._settings.part_size and not multipart_etag_listed:
+            return await self._download_whole(store, location, obj, dest, progress)
+        facts = await self._retrying(f"HEAD {location.uri}", lambda: store.head(location))
+        _check_same_object(location, obj, facts)
+        if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
+            first = await self._retrying(
+                f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
+            )
+            if first.parts_count and first.parts_count > 1:
+                facts = replace(facts, parts_count=first.parts_count, first_part_size=first.size)
+        check = choose_check(facts, self._settings.verify)
+        ranges = plan_ranges(
+            facts.size,
+            self._settings.part_size,
+            upload_part_size=facts.first_part_size,
+            aligned=check.needs_aligned_parts,
+        )
+        fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
+        try:
+            part_hashers: dict[Range, Hasher] = {}
+            ordered = None
+            if check.method == "whole":
+                assert check.algorithm is not None
+                ordered = OrderedHasher(fd, new_hasher(check.algorithm), facts.size, self._executor)
+
+            async def fetch(byte_range: Range) -> None:
+                hasher = await self._fetch_range(
+                    store, location, byte_range, facts.etag, fd, check, progress
+                )
+                if hasher is not None:
+                    part_hashers[byte_range] = hasher
+                if ordered is not None:
+                    ordered.range_done(byte_range)
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for byte_range in ranges:
+                        group.create_task(fetch(byte_range))
+                    whole_digest = group.create_task(ordered.run()) if ordered else None
+            except BaseExceptionGroup as failed:
+                raise primary_error(failed) from failed
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        candidates = _candidates(
+            check,
+            [(r, part_hashers.get(r)) for r in ranges],
+            whole_digest.result() if whole_digest else None,
+        )
+        return _verified_entry(obj, facts, check, candidates, dest)
+
+    async def _download_whole(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        obj: RemoteObject,
+        dest: Path,
+        progress: Progress,
+    ) -> FileEntry:
+        """A small object in one GET; its checksum headers come with the response."""
+
+        async def attempt() -> tuple[ObjectFacts, CheckPlan, dict[str, str]]:
+            async with self._requests:
+                self._observer.in_flight(1)
+                try:
+                    async with store.get(location, None, obj.etag) as (facts, body):
+                        assert facts is not None
+                        _check_same_object(location, obj, facts)
+                        check = choose_check(facts, self._settings.verify)
+                        hasher = new_hasher(check.algorithm) if check.algorithm else None
+                        fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
+                        try:
+                            await self._stream(body.read, fd, 0, facts.size, hasher, progress)
+                            await asyncio.to_thread(os.fsync, fd)
+                        finally:
+                            os.close(fd)
+                finally:
+                    self._observer.in_flight(-1)
+            candidates = {} if hasher is None else {check.label: _encode_digest(check, hasher)}
+            return facts, check, candidates
+
+        facts, check, candidates = await self._retrying(f"GET {location.uri}", attempt)
+        return _verified_entry(obj, facts, check, candidates, dest)
+
+    async def _fetch_range(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        byte_range: Range,
+        etag: str,
+        fd: int,
+        check: CheckPlan,
+        progress: Progress,
+    ) -> Hasher | None:
+        async def attempt() -> Hasher | None:
+            hasher: Hasher | None = None
+            if check.method in ("full-crc", "crc-parts"):
+                assert check.algorithm is not None
+                hasher = CrcHasher(check.algorithm)
+            elif check.method in ("composite", "multipart-etag"):
+                assert check.algorithm is not None
+                hasher = new_hasher(check.algorithm)
+            async with self._requests:
+                self._observer.in_flight(1)
+                try:
+                    async with store.get(location, byte_range, etag) as (_, body):
+                        await self._stream(
+                            body.read, fd, byte_range.start, byte_range.length, hasher, progress
+                        )
+                finally:
+                    self._observer.in_flight(-1)
+            return hasher
+
+        return await self._retrying(f"GET {location.uri} {byte_range.header}", attempt)
+
+    async def _stream(
+        self,
+        read: Callable[[int], Awaitable[bytes]],
+        fd: int,
+        offset: int,
+        expected: int,
+        hasher: Hasher | None,
+        progress: Progress,
+    ) -> int:
+        """Copy a response body to fd at offset; exactly `expected` bytes or RetryableError.
+
+        On failure the progress reported so far is taken back: the retry fetches it again.
+        """
+        reported = 0
+
+        def report(count: int) -> None:
+            nonlocal reported
+            reported += count
+            progress(count)
+
+        try:
+            return await self._copy(read, fd, offset, expected, hasher, report)
+        except BaseException:
+            progress(-reported)
+            raise
+
+    async def _copy(
+        self,
+        read: Callable[[int], Awaitable[bytes]],
+        fd: int,
+        offset: int,
+        expected: int,
+        hasher: Hasher | None,
+        progress: Progress,
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        chunk_size = self._settings.chunk_size
+        written = 0
+        pending: list[bytes] = []
+        pending_size = 0
+        while True:
+            data = await read(chunk_size - pending_size)
+            if data:
+                pending.append(data)
+                pending_size += len(data)
+                if written + pending_size > expected:
+                    raise RetryableError(f"body longer than the {expected} bytes asked for")
+            if pending and (pending_size >= chunk_size or not data):
+                block = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, pending_size = [], 0
+                await loop.run_in_executor(
+                    self._executor, _write_and_hash, fd, block, offset + written, hasher
+                )
+                written += len(block)
+                progress(len(block))
+                self._observer.bytes_downloaded(len(block))
+            if not data:
+                break
+        if written != expected:
+            raise RetryableError(f"short body: {written} of {expected} bytes")
+        return written
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        attempts = self._settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                if attempt == attempts:
+                    raise RetriesExceededError(what, attempts, exc) from exc
+                self._observer.request_retried(type(exc).__name__)
+                await self._sleep(backoff_delay(attempt))
+        raise AssertionError("unreachable")
+
+    # ---- through the MLflow server ----------------------------------------------------------
+
+    async def download_proxied(
+        self,
+        proxy: MlflowArtifactProxy,
+        path: str,
+        obj: RemoteObject,
+        dest: Path,
+        progress: Progress,
+    ) -> FileEntry:
+        """Stream one artifact through the MLflow server; only its size can be checked."""
+
+        async def attempt() -> str:
+            hasher = hashlib.md5(usedforsecurity=False)
+            async with self._requests:
+                self._observer.in_flight(1)
+                try:
+                    fd = await asyncio.to_thread(open_preallocated, dest, obj.size)
+                    try:
+                        async with proxy.get(path) as stream:
+                            await self._stream(stream.read, fd, 0, obj.size, hasher, progress)
+                        await asyncio.to_thread(os.fsync, fd)
+                    finally:
+                        os.close(fd)
+                finally:
+                    self._observer.in_flight(-1)
+            return hasher.hexdigest()
+
+        md5 = await self._retrying(f"GET {path} via MLflow", attempt)
+        return FileEntry(
+            path=obj.path,
+            size=obj.size,
+            etag=None,
+            verified_by="size",
+            checksum=md5,
+            note="read through the MLflow server, which offers no checksum: size checked, "
+            "MD5 recorded for later verification",
+            verified_at=time.time(),
+        )
+
+
+def _check_same_object(location: S3Location, obj: RemoteObject, facts: ObjectFacts) -> None:
+    """The object answering now must be the one listed: the manifest records the listing."""
+    if (obj.etag is not None and facts.etag != obj.etag) or facts.size != obj.size:
+        raise ObjectChangedError(location.uri, obj.etag or "")
+
+
+def _encode_digest(check: CheckPlan, hasher: Hasher) -> str:
+    if isinstance(hasher, CrcHasher):
+        return encode_crc(hasher.algorithm, hasher.value)
+    if check.method == "whole" and check.algorithm is not None and check.algorithm.value == "md5":
+        return hasher.digest().hex()
+    return base64.b64encode(hasher.digest()).decode()
+
+
+def _candidates(
+    check: CheckPlan, parts: list[tuple[Range, Hasher | None]], whole: bytes | None
+) -> dict[str, str]:
+    """What the downloaded bytes give for the value S3 states, keyed by the check's label."""
+    if check.method == "size":
+        return {}
+    algorithm = check.algorithm
+    assert algorithm is not None
+    if check.method == "whole":
+        assert whole is not None
+        value = whole.hex() if algorithm.value == "md5" else base64.b64encode(whole).decode()
+        return {check.label: value}
+    if check.method == "multipart-etag":
+        return {check.label: multipart_etag([h.digest() for _, h in parts if h is not None])}
+    candidates = {}
+    if check.method in ("full-crc", "crc-parts"):
+        crcs = []
+        for byte_range, hasher in parts:
+            assert isinstance(hasher, CrcHasher)
+            crcs.append((hasher.value, byte_range.length))
+        candidates[algorithm.value] = encode_crc(algorithm, combine_crcs(algorithm, crcs))
+    if check.method in ("composite", "crc-parts"):
+        digests = [hasher.digest() for _, hasher in parts if hasher is not None]
+        candidates[f"{algorithm.value}-composite"] = composite_checksum(algorithm, digests)
+    return candidates
+
+
+def _matches(expected: str, actual: str) -> bool:
+    # A composite value may come without its -N suffix (moto); the digest part must match.
+    if "-" in actual and "-" not in expected:
+        actual = actual.split("-", 1)[0]
+    return expected == actual
+
+
+def _verified_entry(
+    obj: RemoteObject, facts: ObjectFacts, check: CheckPlan, candidates: dict[str, str], dest: Path
+) -> FileEntry:
+    size = dest.stat().st_size
+    if size != facts.size or size != obj.size:
+        raise ChecksumMismatchError(obj.path, "size", str(obj.size), str(size))
+    verified_by = check.label
+    if check.method != "size":
+        assert check.expected is not None
+        matched = [label for label, value in candidates.items() if _matches(check.expected, value)]
+        if not matched:
+            raise ChecksumMismatchError(
+                obj.path, check.label, check.expected, " or ".join(candidates.values())
+            )
+        verified_by = matched[0]
+    return FileEntry(
+        path=obj.path,
+        size=facts.size,
+        etag=facts.etag,
+        verified_by=verified_by,
+        checksum=check.expected,
+        part_size=facts.first_part_size,
+        note=check.note,
+        verified_at=time.time(),
+    )

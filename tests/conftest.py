@@ -1,0 +1,96 @@
+"""Session-wide real servers: moto (S3) and `mlflow server` (sqlite), started once on port 0."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from syncd.embedded import MlflowServer, MotoServer
+from tests.support.faulty_proxy import FaultyS3Proxy
+
+BUCKET = "mlflow"
+_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TERM", "CI"}
+_FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Isolate from the developer's AWS/MLflow setup before any server or client starts: no
+    # test may reach a real account or pick up a stray SYNCD_ variable.
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MLFLOW_", "SYNCD_")) and name not in _KEEP:
+            del os.environ[name]
+    os.environ.update(_FAKE_AWS)
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def moto_server(server_logs: Path) -> Iterator[MotoServer]:
+    server = MotoServer(server_logs)
+    server.start()
+    boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket=BUCKET)
+    os.environ["MLFLOW_S3_ENDPOINT_URL"] = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_server: MotoServer):  # type: ignore[no-untyped-def]
+    return boto3.client("s3", endpoint_url=moto_server.url)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(moto_server: MotoServer, server_logs: Path) -> Iterator[MlflowServer]:
+    """Runs record s3:// artifact URIs; clients read and write S3 directly."""
+    server = MlflowServer(
+        server_logs, moto_server.url, default_artifact_root=f"s3://{BUCKET}/artifacts"
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxied_mlflow_server(moto_server: MotoServer, server_logs: Path) -> Iterator[MlflowServer]:
+    """`--serve-artifacts`: runs record mlflow-artifacts:/ URIs, as Domino's do."""
+    server = MlflowServer(
+        server_logs,
+        moto_server.url,
+        artifacts_destination=f"s3://{BUCKET}/proxied",
+        name="mlflow-proxied",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def faulty_proxy(moto_server: MotoServer) -> Iterator[FaultyS3Proxy]:
+    proxy = FaultyS3Proxy(moto_server.url)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def faults(faulty_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
+    faulty_proxy.faults.reset()
+    yield faulty_proxy
+    faulty_proxy.faults.reset()

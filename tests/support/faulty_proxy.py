@@ -1,0 +1,141 @@
+"""A real HTTP proxy in front of the moto server that injects faults into S3 GETs.
+
+moto itself never corrupts or drops anything; this sits between syncd and it so that tests can
+see how syncd handles a flipped byte, a 5xx, a cut connection or a slow link, while every
+request still reaches a real S3 implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from syncd.embedded import free_port
+
+_HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+@dataclass
+class Faults:
+    """What to do to GETs whose path contains a given substring; counts decrease as used."""
+
+    corrupt: dict[str, int] = field(default_factory=dict)
+    server_error: dict[str, int] = field(default_factory=dict)
+    truncate: dict[str, int] = field(default_factory=dict)
+    delay_seconds: float = 0.0
+    gets: Counter[str] = field(default_factory=Counter)
+
+    def take(self, table: dict[str, int], path: str) -> bool:
+        for needle, remaining in table.items():
+            if needle in path and remaining != 0:
+                table[needle] = remaining - 1
+                return True
+        return False
+
+    def reset(self) -> None:
+        self.corrupt.clear()
+        self.server_error.clear()
+        self.truncate.clear()
+        self.delay_seconds = 0.0
+        self.gets.clear()
+
+
+class FaultyS3Proxy:
+    """Forwards everything to `upstream`; applies `faults` to object GETs."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.faults = Faults()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    async def _start(self) -> None:
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        assert self._runner is not None
+        assert self._session is not None
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        body = await request.read()
+        path = request.path
+        is_object_get = (
+            request.method == "GET" and path.count("/") >= 2 and not request.query.get("list-type")
+        )
+        if is_object_get:
+            self.faults.gets[path] += 1
+            if self.faults.take(self.faults.server_error, path):
+                return web.Response(
+                    status=503,
+                    body=b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>",
+                    content_type="application/xml",
+                )
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as upstream:
+            payload = await upstream.read()
+            out_headers = {
+                k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS
+            }
+            status = upstream.status
+            length = upstream.headers.get("Content-Length")
+        if request.method == "HEAD":
+            # aiohttp would answer a bodyless response with Content-Length: 0; S3 clients
+            # read the object size from it.
+            response = web.StreamResponse(status=status, headers=out_headers)
+            if length is not None:
+                response.content_length = int(length)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        if is_object_get and status in (200, 206) and payload:
+            if self.faults.take(self.faults.corrupt, path):
+                flipped = bytearray(payload)
+                flipped[len(flipped) // 2] ^= 0xFF
+                payload = bytes(flipped)
+            if self.faults.take(self.faults.truncate, path):
+                response = web.StreamResponse(status=status, headers=out_headers)
+                response.content_length = len(payload)
+                await response.prepare(request)
+                await response.write(payload[: len(payload) // 2])
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if self.faults.delay_seconds:
+                response = web.StreamResponse(status=status, headers=out_headers)
+                response.content_length = len(payload)
+                await response.prepare(request)
+                step = 64 * 1024
+                for start in range(0, len(payload), step):
+                    await asyncio.sleep(self.faults.delay_seconds)
+                    await response.write(payload[start : start + step])
+                await response.write_eof()
+                return response
+        return web.Response(status=status, body=payload, headers=out_headers)
