@@ -7,15 +7,19 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from syncd import __version__
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError, LocalStoreError, SyncdError
 from syncd.ids import is_run_id
 from syncd.localstore import LocalStore
+from syncd.lock import RootLock
+from syncd.registry import DesiredModel
 from syncd.settings import Settings, load_settings
+from syncd.syncer import Syncer, SyncProgress
 
 __all__ = ["main"]
 
@@ -59,6 +63,21 @@ def _parser() -> argparse.ArgumentParser:
         "--artifact-path", default="model", help="subpath of the parent run's artifacts"
     )
     sync.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sync.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait while another syncd writes the root (default 60; 0: do not wait)",
+    )
+
+    verify = commands.add_parser("verify", help="re-hash run folders against their manifests")
+    verify.add_argument("--root", type=Path, required=True)
+    verify.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: every managed run")
+    verify.add_argument(
+        "--remote", action="store_true", help="also compare manifests with the source listing"
+    )
+    verify.add_argument("--rate", default=None, help="read at most this per second, e.g. 200MiB")
+    verify.add_argument("--config", type=Path, help="YAML config file (s3, mlflow)")
 
     status = commands.add_parser("status", help="list the run folders syncd keeps under a root")
     status.add_argument("--root", type=Path, required=True)
@@ -82,11 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
-    from syncd.localstore import LocalStore
     from syncd.runtime import open_runtime
-    from syncd.syncer import SyncProgress
 
     async def sync() -> int:
         async with open_runtime(settings) as runtime:
@@ -103,33 +118,61 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
             )
             store = LocalStore(args.root)
             store.prepare()
-            progress = SyncProgress()
-            with tqdm(
-                unit="B", unit_scale=True, unit_divisor=1024, disable=args.no_progress or None
-            ) as bar:
-
-                def advance(count: int) -> None:
-                    if bar.total != progress.total_bytes:
-                        bar.total = progress.total_bytes
-                    bar.update(count)
-
-                progress.listeners.append(advance)
-                outcome = await runtime.syncer.ensure(store, "cli", desired, progress)
-            folder = store.run_dir(outcome.run_id)
-            if outcome.result == "noop":
-                print(f"{folder} already in place and matching the source", file=sys.stderr)
-            else:
-                checks = sorted({entry.verified_by for entry in outcome.manifest.files})
-                print(
-                    f"{folder}: {len(outcome.manifest.files)} files in place "
-                    f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept; "
-                    f"verified by {', '.join(checks)})",
-                    file=sys.stderr,
-                )
-            print(folder)
-            return 0
+            lock = await _acquire(RootLock(args.root), args.lock_timeout)
+            try:
+                store.clear_staging()  # only the lock holder may clear a dead writer's debris
+                return await _sync_locked(runtime.syncer, store, desired, args.no_progress)
+            finally:
+                lock.release()
 
     return asyncio.run(sync())
+
+
+async def _acquire(lock: RootLock, wait_seconds: float) -> RootLock:
+    """The root's writer lock, waiting up to `wait_seconds` while someone else holds it."""
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while not lock.try_acquire("syncd sync"):
+        if time.monotonic() >= deadline:
+            raise LocalStoreError(
+                f"{lock.path.parent.parent} is being written by {lock.holder()}; "
+                "not writing it at the same time (raise --lock-timeout to wait longer)"
+            )
+        if not announced:
+            print(f"waiting for {lock.holder()} to release {lock.path}", file=sys.stderr)
+            announced = True
+        await asyncio.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+    return lock
+
+
+async def _sync_locked(
+    syncer: Syncer, store: LocalStore, desired: DesiredModel, no_progress: bool
+) -> int:
+    from tqdm import tqdm
+
+    progress = SyncProgress()
+    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, disable=no_progress or None) as bar:
+
+        def advance(count: int) -> None:
+            if bar.total != progress.total_bytes:
+                bar.total = progress.total_bytes
+            bar.update(count)
+
+        progress.listeners.append(advance)
+        outcome = await syncer.ensure(store, "cli", desired, progress)
+    folder = store.run_dir(outcome.run_id)
+    if outcome.result == "noop":
+        print(f"{folder} already in place and matching the source", file=sys.stderr)
+    else:
+        checks = sorted({entry.verified_by for entry in outcome.manifest.files})
+        print(
+            f"{folder}: {len(outcome.manifest.files)} files in place "
+            f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept; "
+            f"verified by {', '.join(checks)})",
+            file=sys.stderr,
+        )
+    print(folder)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -146,7 +189,7 @@ def _status(args: argparse.Namespace) -> int:
             row.update(
                 files=len(manifest.files),
                 bytes=manifest.total_bytes,
-                damaged=store.missing_or_resized(manifest),
+                damaged=sorted(store.damaged(manifest).items()),
                 unverified=len(manifest.unverified),
                 wanted_by=[f"{w.model} {w.selector} v{w.version}" for w in manifest.wanted_by],
             )
@@ -158,12 +201,67 @@ def _status(args: argparse.Namespace) -> int:
         if not row["managed"]:
             print(f"{row['run_id']}  not created by syncd (left alone)")
             continue
-        health = "damaged: " + ", ".join(row["damaged"]) if row["damaged"] else "intact"
+        health = (
+            "damaged: " + ", ".join(f"{path} ({why})" for path, why in row["damaged"])
+            if row["damaged"]
+            else "intact"
+        )
         print(
             f"{row['run_id']}  {row['files']} files  {row['bytes']} bytes  {health}  "
             f"wanted by {'; '.join(row['wanted_by']) or '-'}"
         )
     return 0
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from syncd.manifest import differences
+    from syncd.settings import parse_size
+    from syncd.verify import RateLimiter, verify_manifest
+
+    store = LocalStore(args.root)
+    if not args.root.is_dir():
+        raise SyncdError(f"{args.root} is not a folder")
+    run_ids = args.run_ids or [m.run_id for m in store.manifests_on_disk()]
+    limiter = RateLimiter(parse_size(args.rate) if args.rate else None)
+    bad = 0
+    listings: dict[str, Any] = {}
+    if args.remote:
+        listings = asyncio.run(_listings(settings, store, run_ids))
+    for run_id in run_ids:
+        manifest = store.read_manifest(run_id)
+        if manifest is None:
+            print(f"{run_id}  NO MANIFEST (not created by syncd, or never completed)")
+            bad += 1
+            continue
+        problems = [
+            f"{p.path} ({p.reason})"
+            for p in verify_manifest(store.run_dir(run_id), manifest, limiter)
+        ]
+        if run_id in listings:
+            problems += [
+                f"{path} (source changed)" for path in differences(manifest, listings[run_id])
+            ]
+        unverified = len(manifest.unverified)
+        note = f", {unverified} size-only" if unverified else ""
+        if problems:
+            bad += 1
+            print(f"{run_id}  DAMAGED: {', '.join(problems)}")
+        else:
+            print(f"{run_id}  OK  {len(manifest.files)} files, {manifest.total_bytes} bytes{note}")
+    print(f"{len(run_ids) - bad} intact, {bad} damaged", file=sys.stderr)
+    return 0 if bad == 0 else EXIT_ERROR
+
+
+async def _listings(settings: Settings, store: LocalStore, run_ids: list[str]) -> dict[str, Any]:
+    from syncd.source import Sources
+
+    found = {}
+    async with Sources.open(settings) as sources:
+        for run_id in run_ids:
+            manifest = store.read_manifest(run_id)
+            if manifest is not None:
+                found[run_id] = await sources.list_objects(sources.locate(manifest.source_uri))
+    return found
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -202,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sync(args, settings)
         if args.command == "status":
             return _status(args)
+        if args.command == "verify":
+            return _verify(args, settings)
         if args.command == "publish":
             return _publish(args, settings)
         if args.command == "demo":

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from syncd.errors import SyncdError
 from syncd.localstore import LocalStore
+from syncd.lock import RootLock
 from syncd.metrics import Metrics
-from syncd.registry import DesiredModel, Registry
+from syncd.registry import DesiredModel, DesiredState, Registry
+from syncd.retention import Unwanted, select_removals
 from syncd.settings import Settings, TargetSettings
 from syncd.syncer import Syncer, SyncProgress
+from syncd.verify import RateLimiter, verify_manifest
+from syncd.watch import RootWatcher
 
 __all__ = ["Daemon", "Key", "WorkQueue"]
 
 log = logging.getLogger(__name__)
+
+# Events that our own publication causes arrive just after it; ignore them this long.
+_SELF_EVENT_QUIET = 1.0
 
 
 @dataclass(frozen=True, order=True)
@@ -48,6 +59,9 @@ class WorkQueue:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
+    def is_active(self, key: Key) -> bool:
+        return key in self._active
+
     async def get(self) -> Key:
         key = await self._queue.get()
         self._queued.discard(key)
@@ -68,7 +82,7 @@ class WorkQueue:
         return len(self._queued) + len(self._active)
 
 
-State = Literal["pending", "syncing", "synced", "failed"]
+State = Literal["pending", "syncing", "synced", "failed", "standby"]
 
 
 @dataclass
@@ -110,8 +124,19 @@ class FolderStatus:
         return document
 
 
+@dataclass
+class RootState:
+    """A dataset root: its store, its writer lock, the targets that share it."""
+
+    store: LocalStore
+    lock: RootLock
+    targets: list[str]
+    waiting: bool = False
+    foreign: list[str] = field(default_factory=list)
+
+
 class Daemon:
-    """Polls the registry and keeps every target's folders in place."""
+    """Polls the registry and keeps every target's folders in place, healing what breaks."""
 
     def __init__(
         self,
@@ -125,10 +150,18 @@ class Daemon:
         self._registry = registry
         self._syncer = syncer
         self._targets = {target.name: target for target in settings.targets}
-        self._stores = {target.name: LocalStore(target.root) for target in settings.targets}
+        self._roots: dict[Path, RootState] = {}
+        for target in settings.targets:
+            root = Path(os.path.abspath(target.root))
+            if root not in self._roots:
+                self._roots[root] = RootState(LocalStore(root), RootLock(root), [])
+            self._roots[root].targets.append(target.name)
+        self._root_of = {name: root for root, rs in self._roots.items() for name in rs.targets}
         self._queue = WorkQueue()
         self._wake = asyncio.Event()
         self._desired: dict[Key, DesiredModel] = {}
+        self._distrust: dict[Key, set[str]] = defaultdict(set)
+        self._quiet_until: dict[Key, float] = {}
         self.folders: dict[Key, FolderStatus] = {}
         self.target_errors: dict[str, str | None] = {name: None for name in self._targets}
         self.model_errors: dict[tuple[str, str], str] = {}
@@ -139,14 +172,87 @@ class Daemon:
         """Ask for a registry poll now (a webhook, SIGHUP)."""
         self._wake.set()
 
+    # ---- lifecycle ---------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Run until cancelled: the poll loop and the workers, in one task group."""
-        for store in self._stores.values():
-            store.prepare()
-        async with asyncio.TaskGroup() as group:
-            for index in range(self.settings.max_parallel_syncs):
-                group.create_task(self._worker(), name=f"syncd-worker-{index}")
-            group.create_task(self._poll_loop(), name="syncd-poll")
+        """Run until cancelled: every loop and worker in one task group."""
+        for rs in self._roots.values():
+            rs.store.prepare()
+            self._try_lock(rs)
+        watcher = None
+        if self.settings.watch:
+            watcher = RootWatcher(
+                list(self._roots), self._on_local_change, asyncio.get_running_loop()
+            )
+            watcher.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index in range(self.settings.max_parallel_syncs):
+                    group.create_task(self._worker(), name=f"syncd-worker-{index}")
+                group.create_task(self._poll_loop(), name="syncd-poll")
+                group.create_task(
+                    self._every(self.settings.lock_retry_interval, self._retry_locks),
+                    name="syncd-lock",
+                )
+                group.create_task(
+                    self._every(self.settings.sweep_interval, self.sweep), name="syncd-sweep"
+                )
+                if self.settings.deep_verify_interval:
+                    group.create_task(
+                        self._every(self.settings.deep_verify_interval, self.deep_verify),
+                        name="syncd-deep-verify",
+                    )
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            for rs in self._roots.values():
+                rs.lock.release()
+
+    async def _every(self, period: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(period)
+            await job()
+
+    # ---- the writer lock ---------------------------------------------------------------------
+
+    def _try_lock(self, rs: RootState) -> None:
+        if rs.lock.try_acquire("syncd run"):
+            if rs.waiting:
+                log.warning("took over the writer lock of %s", rs.store.root)
+            rs.waiting = False
+            rs.store.clear_staging()
+            for name in rs.targets:
+                self.metrics.lock_held.labels(target=name).set(1)
+            for key in self._desired:
+                if key.target in rs.targets:
+                    self._queue.add(key)
+            return
+        if not rs.waiting:
+            rs.waiting = True
+            log.warning(
+                "%s is written by %s: standing by (checking every %.0fs)",
+                rs.store.root,
+                rs.lock.holder(),
+                self.settings.lock_retry_interval,
+            )
+            for name in rs.targets:
+                self.metrics.lock_waits.labels(target=name).inc()
+        for name in rs.targets:
+            self.metrics.lock_held.labels(target=name).set(0)
+
+    async def _retry_locks(self) -> None:
+        for rs in self._roots.values():
+            if not rs.lock.held:
+                self._try_lock(rs)
+
+    def _writes(self, key: Key) -> bool:
+        return self._roots[self._root_of[key.target]].lock.held
+
+    def _enqueue(self, key: Key) -> None:
+        if self._writes(key):
+            self._queue.add(key)
+
+    # ---- desired state -----------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
         while True:
@@ -167,7 +273,8 @@ class Daemon:
             self.ready.set()
 
     async def poll_once(self) -> None:
-        """Read what every target wants and queue each wanted folder for a check."""
+        """Read what every target wants, queue each wanted folder, then apply retention."""
+        polled: set[str] = set()
         for name, target in self._targets.items():
             started = time.monotonic()
             try:
@@ -182,22 +289,28 @@ class Daemon:
                 self.metrics.registry_poll_duration.labels(target=name).observe(
                     time.monotonic() - started
                 )
+            polled.add(name)
             self.metrics.registry_polls.labels(target=name, result="success").inc()
             self.target_errors[name] = None
-            self._apply(target, state.models)
-            self.model_errors = {
-                key: value for key, value in self.model_errors.items() if key[0] != name
-            }
-            for model, error in state.errors.items():
-                self.model_errors[(name, model)] = str(error)
-                log.error("%s: %s", name, error)
-            self.metrics.resolution_errors.labels(target=name).set(len(state.errors))
+            self._apply(target, state)
+        for rs in self._roots.values():
+            if rs.lock.held and set(rs.targets) <= polled:
+                await asyncio.to_thread(self._collect_garbage, rs)
+            rs.foreign = await asyncio.to_thread(rs.store.foreign_folders)
+            for name in rs.targets:
+                self.metrics.foreign_folders.labels(target=name).set(len(rs.foreign))
         self.passes += 1
 
-    def _apply(self, target: TargetSettings, models: list[DesiredModel]) -> None:
-        wanted = {Key(target.name, desired.run_id): desired for desired in models}
+    def _apply(self, target: TargetSettings, state: DesiredState) -> None:
+        self.model_errors = {k: v for k, v in self.model_errors.items() if k[0] != target.name}
+        for model, error in state.errors.items():
+            self.model_errors[(target.name, model)] = str(error)
+            log.error("%s: %s", target.name, error)
+        self.metrics.resolution_errors.labels(target=target.name).set(len(state.errors))
+        wanted = {Key(target.name, desired.run_id): desired for desired in state.models}
         for key in [key for key in self._desired if key.target == target.name]:
-            if key not in wanted:
+            # A model that failed to resolve this time keeps what it wanted before.
+            if key not in wanted and self._desired[key].model not in state.errors:
                 del self._desired[key]
                 self.folders.pop(key, None)
         for key, desired in wanted.items():
@@ -207,10 +320,9 @@ class Daemon:
                 self.folders[key] = FolderStatus(
                     key.target, desired.model, desired.ref.selector, desired.ref.version, key.run_id
                 )
-            self._queue.add(key)
-        self._refresh_desired_info()
-
-    def _refresh_desired_info(self) -> None:
+            if not self._writes(key):
+                self.folders[key].state = "standby"
+            self._enqueue(key)
         self.metrics.desired_info.clear()
         for key, desired in self._desired.items():
             self.metrics.desired_info.labels(
@@ -221,36 +333,99 @@ class Daemon:
                 run_id=key.run_id,
             ).set(1)
 
+    # ---- actual state: events, sweep, deep verify --------------------------------------------
+
+    def _on_local_change(self, root: Path, run_id: str) -> None:
+        rs = self._roots.get(root)
+        if rs is None:
+            return
+        for name in rs.targets:
+            key = Key(name, run_id)
+            if key not in self._desired or self._queue.is_active(key):
+                continue
+            if time.monotonic() < self._quiet_until.get(key, 0.0):
+                continue
+            log.info("%s: change under %s/%s, checking it", name, root, run_id)
+            self._enqueue(key)
+
+    async def sweep(self) -> None:
+        """Queue every wanted folder whose files no longer match their manifest (stat only)."""
+        for key in list(self._desired):
+            if not self._writes(key) or self._queue.is_active(key):
+                continue
+            store = self._roots[self._root_of[key.target]].store
+            manifest = await asyncio.to_thread(store.read_manifest, key.run_id)
+            damaged = (
+                await asyncio.to_thread(store.damaged, manifest) if manifest is not None else None
+            )
+            if manifest is None or damaged:
+                log.info("%s: sweep found run %s damaged: %s", key.target, key.run_id, damaged)
+                self._queue.add(key)
+
+    async def deep_verify(self) -> None:
+        """Re-hash every wanted folder (rate-limited); queue those with altered files."""
+        limiter = RateLimiter(self.settings.deep_verify_rate)
+        for key in list(self._desired):
+            if not self._writes(key):
+                continue
+            store = self._roots[self._root_of[key.target]].store
+            manifest = await asyncio.to_thread(store.read_manifest, key.run_id)
+            if manifest is None:
+                continue
+            folder = store.run_dir(key.run_id)
+            problems = await asyncio.to_thread(verify_manifest, folder, manifest, limiter)
+            if not problems:
+                continue
+            self.metrics.deep_verify_problems.labels(target=key.target).inc(len(problems))
+            desired = self._desired.get(key)
+            log.warning(
+                "%s: deep verify of %s v%s run %s: %s",
+                key.target,
+                desired.model if desired else "?",
+                desired.ref.version if desired else "?",
+                key.run_id,
+                ", ".join(f"{p.path} ({p.reason})" for p in problems),
+            )
+            self._distrust[key].update(p.path for p in problems)
+            self._queue.add(key)
+
+    # ---- work --------------------------------------------------------------------------------
+
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
             try:
                 await self._ensure(key)
             finally:
+                self._quiet_until[key] = time.monotonic() + _SELF_EVENT_QUIET
                 self._queue.done(key)
 
     async def _ensure(self, key: Key) -> None:
         desired = self._desired.get(key)
-        if desired is None:
-            return  # no longer wanted since it was queued
+        if desired is None or not self._writes(key):
+            return  # no longer wanted since it was queued, or another process writes the root
         status = self.folders[key]
         progress = SyncProgress()
         status.state, status.progress = "syncing", progress
+        distrust = frozenset(self._distrust.pop(key, set()))
+        store = self._roots[self._root_of[key.target]].store
         started = time.monotonic()
         try:
-            outcome = await self._syncer.ensure(
-                self._stores[key.target], key.target, desired, progress
-            )
+            outcome = await self._syncer.ensure(store, key.target, desired, progress, distrust)
         except SyncdError as exc:
+            self._distrust[key].update(distrust)
             self._failed(key, status, desired, str(exc))
             return
         except Exception as exc:  # a bug must not stop the other folders; log it loudly
+            self._distrust[key].update(distrust)
             log.exception("%s: unexpected error syncing run %s", key.target, key.run_id)
             self._failed(key, status, desired, f"internal error: {type(exc).__name__}: {exc}")
             return
         finally:
             self.metrics.sync_duration.labels(target=key.target).observe(time.monotonic() - started)
         self.metrics.syncs.labels(target=key.target, result=outcome.result).inc()
+        for reason in outcome.healed.values():
+            self.metrics.heals.labels(target=key.target, reason=reason).inc()
         status.state, status.error, status.updated_at = "synced", None, time.time()
         status.last_result = outcome.result
         if outcome.result == "synced":
@@ -265,9 +440,7 @@ class Daemon:
                 outcome.reused_files,
                 time.monotonic() - started,
             )
-        if all(
-            folder.state == "synced" for k, folder in self.folders.items() if k.target == key.target
-        ):
+        if all(f.state == "synced" for k, f in self.folders.items() if k.target == key.target):
             self.metrics.last_success.labels(target=key.target).set(time.time())
 
     def _failed(self, key: Key, status: FolderStatus, desired: DesiredModel, error: str) -> None:
@@ -283,10 +456,61 @@ class Daemon:
             error,
         )
 
+    # ---- retention ---------------------------------------------------------------------------
+
+    def _collect_garbage(self, rs: RootState) -> None:
+        """Remove folders this root's targets made and no longer want, after the grace period.
+
+        Runs only after a poll in which every target of the root answered, so an outage or a
+        model that failed to resolve never looks like "nobody wants this any more".
+        """
+        if not self.settings.gc:
+            return
+        wanted = {key.run_id for key in self._desired if key.target in rs.targets}
+        failing = {model for (name, model) in self.model_errors if name in rs.targets}
+        now = time.time()
+        unwanted: list[Unwanted] = []
+        owners: dict[str, str] = {}
+        for manifest in rs.store.manifests_on_disk():
+            ours = [w for w in manifest.wanted_by if w.target in rs.targets]
+            if not ours:
+                continue  # made by a one-shot sync or for another root's target: not ours
+            models = {w.model for w in ours}
+            extra = dict(manifest.extra)
+            if manifest.run_id in wanted or models & failing:
+                if extra.pop("unwanted_since", None) is not None:
+                    rs.store.write_manifest(replace(manifest, extra=extra))
+                continue
+            since = extra.get("unwanted_since")
+            if not isinstance(since, int | float):
+                since = now
+                extra["unwanted_since"] = now
+                rs.store.write_manifest(replace(manifest, extra=extra))
+                log.info(
+                    "run %s is no longer wanted; kept for %.0fs",
+                    manifest.run_id,
+                    self.settings.gc_grace,
+                )
+            unwanted.append(Unwanted(manifest.run_id, frozenset(models), float(since)))
+            owners[manifest.run_id] = f"{ours[-1].target}: {ours[-1].model} v{ours[-1].version}"
+        for run_id in select_removals(
+            unwanted,
+            now=now,
+            grace=self.settings.gc_grace,
+            keep_previous=self.settings.keep_previous,
+        ):
+            rs.store.remove(run_id)
+            target = owners[run_id].split(":", 1)[0]
+            self.metrics.removed_folders.labels(target=target).inc()
+            log.warning("removed run %s (%s): no target wants it", run_id, owners[run_id])
+
+    # ---- status ------------------------------------------------------------------------------
+
     def snapshot(self) -> dict[str, Any]:
         """The JSON behind /api/status."""
         targets = []
         for name, target in self._targets.items():
+            rs = self._roots[self._root_of[name]]
             targets.append(
                 {
                     "name": name,
@@ -294,6 +518,9 @@ class Daemon:
                     "selector": target.selector,
                     "models": target.models,
                     "error": self.target_errors.get(name),
+                    "writer": rs.lock.held,
+                    "lock_holder": None if rs.lock.held else rs.lock.holder(),
+                    "foreign_folders": rs.foreign,
                     "folders": [
                         status.as_json()
                         for key, status in sorted(self.folders.items())

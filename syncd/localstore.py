@@ -70,17 +70,21 @@ class LocalStore:
         self.staging = self.meta / "staging"
         self.manifests = self.meta / "manifests"
         self.quarantine = self.meta / "quarantine"
+        self.trash = self.meta / "trash"
 
     def prepare(self) -> None:
-        """Create the bookkeeping folders and clear staging left by a process that died."""
+        """Create the bookkeeping folders (the lock holder clears staging, see clear_staging)."""
         try:
-            for folder in (self.staging, self.manifests, self.quarantine):
+            for folder in (self.staging, self.manifests, self.quarantine, self.trash):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalStoreError(f"cannot create {self.meta}: {exc.strerror}") from exc
         if not os.access(self.root, os.W_OK):
             raise LocalStoreError(f"{self.root} is not writable by this process")
-        for leftover in self.staging.iterdir():
+
+    def clear_staging(self) -> None:
+        """Remove what a dead writer left half-built; only the lock holder may do this."""
+        for leftover in [*self.staging.iterdir(), *self.trash.iterdir()]:
             self.discard(leftover)
 
     def run_dir(self, run_id: str) -> Path:
@@ -129,17 +133,57 @@ class LocalStore:
     def discard(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
-    def missing_or_resized(self, manifest: Manifest) -> list[str]:
-        """Files of the manifest absent from the published folder or of another size (cheap)."""
+    def damaged(self, manifest: Manifest) -> dict[str, str]:
+        """Files of the manifest that are gone or touched since publication (stat only).
+
+        Reasons: `missing_folder`, `missing_file`, `size`, `mtime`. A changed mtime with the
+        same size is how an in-place edit or a half-failed copy shows without re-hashing.
+        """
         folder = self.run_dir(manifest.run_id)
-        damaged = []
+        if not folder.is_dir():
+            return {entry.path: "missing_folder" for entry in manifest.files}
+        damaged = {}
         for entry in manifest.files:
             try:
-                if (folder / entry.path).stat().st_size != entry.size:
-                    damaged.append(entry.path)
+                stat = (folder / entry.path).stat()
             except OSError:
-                damaged.append(entry.path)
+                damaged[entry.path] = "missing_file"
+                continue
+            if stat.st_size != entry.size:
+                damaged[entry.path] = "size"
+            elif entry.mtime_ns is not None and stat.st_mtime_ns != entry.mtime_ns:
+                damaged[entry.path] = "mtime"
         return damaged
+
+    def manifests_on_disk(self) -> list[Manifest]:
+        """Every readable manifest under this root."""
+        found = []
+        for path in sorted(self.manifests.glob("*.json")):
+            if is_run_id(path.stem):
+                manifest = self.read_manifest(path.stem)
+                if manifest is not None:
+                    found.append(manifest)
+        return found
+
+    def foreign_folders(self) -> list[str]:
+        """Folders under the root syncd did not create (no manifest): reported, never touched."""
+        foreign = []
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            if not is_run_id(child.name) or not self.manifest_path(child.name).exists():
+                foreign.append(child.name)
+        return foreign
+
+    def remove(self, run_id: str) -> None:
+        """Take a run folder syncd created out of the dataset: renamed away first, so it vanishes
+        at once and whole, then deleted; its manifest last."""
+        folder = self.run_dir(run_id)
+        if folder.exists():
+            aside = self.trash / f"{run_id}.{time.time_ns()}"
+            os.rename(folder, aside)
+            self.discard(aside)
+        self.manifest_path(run_id).unlink(missing_ok=True)
 
     def check_space(self, needed: int) -> None:
         """Fail before downloading when the dataset cannot hold `needed` more bytes."""

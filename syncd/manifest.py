@@ -33,6 +33,7 @@ class FileEntry:
     part_size: int | None = None
     note: str = ""
     verified_at: float = 0.0
+    mtime_ns: int | None = None  # as published; a change means someone touched the file
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,42 @@ class Metrics:
             ["target", "model", "selector", "version", "run_id"],
             registry=r,
         )
+        self.heals = Counter(
+            "syncd_heals",
+            "Files rebuilt in a folder synced before, by what was wrong with them.",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.deep_verify_problems = Counter(
+            "syncd_deep_verify_problems",
+            "Files a deep verification found altered, missing or resized.",
+            ["target"],
+            registry=r,
+        )
+        self.removed_folders = Counter(
+            "syncd_removed_folders",
+            "Run folders removed because no target wants them (after gc_grace).",
+            ["target"],
+            registry=r,
+        )
+        self.foreign_folders = Gauge(
+            "syncd_foreign_folders",
+            "Folders under a target's root that syncd did not create (left alone).",
+            ["target"],
+            registry=r,
+        )
+        self.lock_held = Gauge(
+            "syncd_lock_held",
+            "1 while this process is the writer of the target's root, 0 while it waits.",
+            ["target"],
+            registry=r,
+        )
+        self.lock_waits = Counter(
+            "syncd_lock_waits",
+            "Times this process found the target's root locked by another writer.",
+            ["target"],
+            registry=r,
+        )
         self.build = Info("syncd_build", "syncd version.", registry=r)
         self.build.info({"version": __version__})
 

@@ -173,6 +173,18 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     resolution: ResolutionSettings = Field(default_factory=ResolutionSettings)
     max_parallel_syncs: int = Field(default=2, ge=1, le=64)
+    # Self-healing: watchdog events wake the reconciler at once; the sweep (sizes and mtimes
+    # against the manifest) catches what NFS never reports; deep verify re-hashes everything.
+    watch: bool = True
+    sweep_interval: Seconds = 60.0
+    deep_verify_interval: Seconds | None = None
+    deep_verify_rate: Bytes = 100 * 1024 * 1024
+    # Retention: folders no target wants any more go after gc_grace, but the newest
+    # keep_previous of each model stay for a fast rollback.
+    gc: bool = True
+    gc_grace: Seconds = 3600.0
+    keep_previous: int = Field(default=1, ge=0, le=100)
+    lock_retry_interval: Seconds = 5.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -52,6 +52,8 @@ class SyncOutcome:
     downloaded_bytes: int
     reused_files: int
     manifest: Manifest
+    # paths of a folder synced before that were rebuilt, and why (missing_file, size, ...)
+    healed: dict[str, str] = field(default_factory=dict)
 
 
 def check_listing(listing: list[RemoteObject]) -> None:
@@ -79,8 +81,13 @@ class Syncer:
         target: str,
         desired: DesiredModel,
         progress: SyncProgress | None = None,
+        distrust: frozenset[str] = frozenset(),
     ) -> SyncOutcome:
-        """Make `{root}/{run_id}` hold exactly the source's files, verified; idempotent."""
+        """Make `{root}/{run_id}` hold exactly the source's files, verified; idempotent.
+
+        `distrust` names published files known bad though they look intact (deep verify found
+        them altered): they are downloaded again, never linked.
+        """
         progress = progress or SyncProgress()
         location = self._sources.locate(desired.source_uri)
         listing = await self._sources.list_objects(location)
@@ -93,14 +100,27 @@ class Syncer:
         check_listing(listing)
         wanted = WantedBy(target, desired.model, desired.ref.selector, desired.ref.version)
         manifest = store.read_manifest(desired.run_id)
-        folder = store.run_dir(desired.run_id)
         stale = differences(manifest, listing)
-        damaged = store.missing_or_resized(manifest) if manifest and folder.is_dir() else None
-        if manifest is not None and not stale and damaged == []:
+        damaged = store.damaged(manifest) if manifest is not None else {}
+        damaged.update({path: "checksum" for path in distrust})
+        if manifest is not None and not stale and not damaged:
             if wanted not in manifest.wanted_by:
                 store.write_manifest(replace(manifest, wanted_by=(*manifest.wanted_by, wanted)))
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
-        return await self._rebuild(store, target, desired, listing, manifest, wanted, progress)
+        outcome = await self._rebuild(
+            store, target, desired, listing, manifest, wanted, progress, damaged
+        )
+        if manifest is not None and damaged:
+            log.warning(
+                "%s: healed %s v%s run %s: %s",
+                target,
+                desired.model,
+                desired.ref.version,
+                desired.run_id,
+                ", ".join(f"{path} ({reason})" for path, reason in sorted(damaged.items())),
+            )
+            outcome = replace(outcome, healed=damaged)
+        return outcome
 
     async def _rebuild(
         self,
@@ -111,10 +131,11 @@ class Syncer:
         manifest: Manifest | None,
         wanted: WantedBy,
         progress: SyncProgress,
+        damaged: dict[str, str],
     ) -> SyncOutcome:
         folder = store.run_dir(desired.run_id)
         location = self._sources.locate(desired.source_uri)
-        reusable = _reusable_entries(store, manifest, listing) if folder.is_dir() else {}
+        reusable = _reusable_entries(store, manifest, listing, set(damaged))
         to_fetch = [obj for obj in listing if obj.path not in reusable]
         progress.total_files = len(to_fetch)
         progress.total_bytes = sum(obj.size for obj in to_fetch)
@@ -141,10 +162,11 @@ class Syncer:
                 entries[path] = entry
 
             async def fetch(obj: RemoteObject) -> None:
+                destination = staging / obj.path
                 entry = await self._sources.download(
-                    self._downloader, location, obj, staging / obj.path, progress.add
+                    self._downloader, location, obj, destination, progress.add
                 )
-                entries[obj.path] = entry
+                entries[obj.path] = replace(entry, mtime_ns=destination.stat().st_mtime_ns)
                 progress.done_files += 1
 
             try:
@@ -196,21 +218,26 @@ def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy
 
 
 def _reusable_entries(
-    store: LocalStore, manifest: Manifest | None, listing: list[RemoteObject]
+    store: LocalStore, manifest: Manifest | None, listing: list[RemoteObject], damaged: set[str]
 ) -> dict[str, FileEntry]:
-    """Published files still matching the source (ETag, size on disk): linked, not fetched."""
+    """Published files still matching the source and untouched on disk: linked, not fetched."""
     if manifest is None:
         return {}
     folder = store.run_dir(manifest.run_id)
+    if not folder.is_dir():
+        return {}
     previous = {entry.path: entry for entry in manifest.files}
     reusable = {}
     for obj in listing:
         entry = previous.get(obj.path)
-        if entry is None or entry.size != obj.size or entry.etag != obj.etag or obj.etag is None:
+        if entry is None or obj.path in damaged or obj.etag is None:
+            continue
+        if entry.size != obj.size or entry.etag != obj.etag:
             continue
         try:
-            if (folder / obj.path).stat().st_size == entry.size:
-                reusable[obj.path] = entry
+            stat = (folder / obj.path).stat()
         except OSError:
             continue
+        if stat.st_size == entry.size:
+            reusable[obj.path] = replace(entry, mtime_ns=stat.st_mtime_ns)
     return reusable

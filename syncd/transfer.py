@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError
 from syncd.checksum import (
     CrcHasher,
     Hasher,
+    checksums_match,
     combine_crcs,
     composite_checksum,
     encode_crc,
@@ -501,13 +502,6 @@ def _candidates(
     return candidates
 
 
-def _matches(expected: str, actual: str) -> bool:
-    # A composite value may come without its -N suffix (moto); the digest part must match.
-    if "-" in actual and "-" not in expected:
-        actual = actual.split("-", 1)[0]
-    return expected == actual
-
-
 def _verified_entry(
     obj: RemoteObject, facts: ObjectFacts, check: CheckPlan, candidates: dict[str, str], dest: Path
 ) -> FileEntry:
@@ -517,7 +511,9 @@ def _verified_entry(
     verified_by = check.label
     if check.method != "size":
         assert check.expected is not None
-        matched = [label for label, value in candidates.items() if _matches(check.expected, value)]
+        matched = [
+            label for label, value in candidates.items() if checksums_match(check.expected, value)
+        ]
         if not matched:
             raise ChecksumMismatchError(
                 obj.path, check.label, check.expected, " or ".join(candidates.values())

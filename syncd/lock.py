@@ -1,0 +1,79 @@
+"""One writer per dataset root: an exclusive lock on a file inside the dataset itself."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from syncd.errors import LocalStoreError
+
+__all__ = ["RootLock"]
+
+
+class RootLock:
+    """`{root}/.syncd/lock`, held with flock for as long as this process writes the root.
+
+    The lock lives on the dataset, not on the host, so replicas on different hosts exclude each
+    other: Linux NFS clients turn flock into an NFSv4 lock (EFS included), which the server
+    drops when its holder's lease lapses. A killed holder therefore never leaves a stale lock:
+    the kernel (locally) or the server (NFS) releases it, and a waiter takes over.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".syncd" / "lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self, purpose: str) -> bool:
+        """Take the lock if it is free; record who holds it. Never blocks."""
+        if self._fd is not None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LocalStoreError(f"cannot open lock {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            os.close(fd)
+            raise LocalStoreError(f"cannot lock {self.path}: {exc.strerror}") from exc
+        holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "purpose": purpose,
+            "since": time.time(),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        """Who holds the lock, for a person: `syncd run on host pid 123 since ...`."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return "another process"
+        if not info:
+            return "another process"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.get("since", 0)))
+        return (
+            f"{info.get('purpose', 'syncd')} on {info.get('host', '?')} "
+            f"pid {info.get('pid', '?')} since {since} UTC"
+        )
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
