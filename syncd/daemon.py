@@ -27,9 +27,6 @@ __all__ = ["Daemon", "Key", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
-# Events that our own publication causes arrive just after it; ignore them this long.
-_SELF_EVENT_QUIET = 1.0
-
 
 @dataclass(frozen=True, order=True)
 class Key:
@@ -161,7 +158,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._desired: dict[Key, DesiredModel] = {}
         self._distrust: dict[Key, set[str]] = defaultdict(set)
-        self._quiet_until: dict[Key, float] = {}
+        self._checking: set[Key] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.folders: dict[Key, FolderStatus] = {}
         self.target_errors: dict[str, str | None] = {name: None for name in self._targets}
         self.model_errors: dict[tuple[str, str], str] = {}
@@ -336,31 +334,50 @@ class Daemon:
     # ---- actual state: events, sweep, deep verify --------------------------------------------
 
     def _on_local_change(self, root: Path, run_id: str) -> None:
+        """A watchdog event under a run folder: check it locally, at once.
+
+        Our own publication raises events too; the stat-only check finds those folders intact,
+        so they cost no S3 request, while a real deletion or edit is queued straight away.
+        Events for one key coalesce into one check.
+        """
         rs = self._roots.get(root)
         if rs is None:
             return
         for name in rs.targets:
             key = Key(name, run_id)
-            if key not in self._desired or self._queue.is_active(key):
-                continue
-            if time.monotonic() < self._quiet_until.get(key, 0.0):
-                continue
-            log.info("%s: change under %s/%s, checking it", name, root, run_id)
-            self._enqueue(key)
+            if key in self._desired and key not in self._checking:
+                self._checking.add(key)
+                task = asyncio.get_running_loop().create_task(self._check_locally(key, "event"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
-    async def sweep(self) -> None:
-        """Queue every wanted folder whose files no longer match their manifest (stat only)."""
-        for key in list(self._desired):
+    async def _check_locally(self, key: Key, why: str) -> None:
+        try:
             if not self._writes(key) or self._queue.is_active(key):
-                continue
+                return  # a sync in progress re-reads everything when it is done
             store = self._roots[self._root_of[key.target]].store
             manifest = await asyncio.to_thread(store.read_manifest, key.run_id)
             damaged = (
                 await asyncio.to_thread(store.damaged, manifest) if manifest is not None else None
             )
             if manifest is None or damaged:
-                log.info("%s: sweep found run %s damaged: %s", key.target, key.run_id, damaged)
+                log.info(
+                    "%s: %s found run %s damaged: %s",
+                    key.target,
+                    why,
+                    key.run_id,
+                    damaged or "no manifest",
+                )
                 self._queue.add(key)
+        finally:
+            self._checking.discard(key)
+
+    async def sweep(self) -> None:
+        """Queue every wanted folder whose files no longer match their manifest (stat only)."""
+        for key in list(self._desired):
+            if key not in self._checking:
+                self._checking.add(key)
+                await self._check_locally(key, "sweep")
 
     async def deep_verify(self) -> None:
         """Re-hash every wanted folder (rate-limited); queue those with altered files."""
@@ -397,7 +414,6 @@ class Daemon:
             try:
                 await self._ensure(key)
             finally:
-                self._quiet_until[key] = time.monotonic() + _SELF_EVENT_QUIET
                 self._queue.done(key)
 
     async def _ensure(self, key: Key) -> None:

@@ -9,67 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from syncd.daemon import Daemon, Key, WorkQueue
+from syncd.daemon import Key, WorkQueue
 from syncd.embedded import free_port
-from syncd.metrics import Metrics
-from syncd.runtime import open_runtime
-from syncd.settings import Settings
-from syncd.web import serve
+from tests.support.daemon import WAIT, eventually, fetch, get, running, sample, write_config
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
-
-WAIT = 120.0  # generous upper bound for a wait loop; never a timed assertion
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[Daemon, str]]:
-    """A daemon with its HTTP server on a free port, stopped (cancelled) on exit."""
-    metrics = Metrics()
-    async with open_runtime(settings, metrics) as runtime:
-        daemon = Daemon(settings, runtime.registry, runtime.syncer, metrics)
-        runner = await serve(daemon, "127.0.0.1", 0)
-        port = runner.addresses[0][1]
-        task = asyncio.create_task(daemon.run())
-        try:
-            yield daemon, f"http://127.0.0.1:{port}"
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await runner.cleanup()
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-async def fetch(url: str) -> tuple[int, str]:
-    return await asyncio.to_thread(get, url)
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_alias_move_brings_a_new_folder_and_leaves_the_old(
@@ -250,11 +198,6 @@ def test_work_queue_deduplicates_and_rechecks() -> None:
         await asyncio.wait_for(queue.join(), 1)
 
     asyncio.run(scenario())
-
-
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_sigterm_mid_download_exits_cleanly(

@@ -1,0 +1,87 @@
+import base64
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+from awscrt import checksums as crt
+
+from syncd.checksum import Algorithm, composite_checksum, encode_crc, multipart_etag
+from syncd.lock import RootLock
+from syncd.manifest import FileEntry
+from syncd.verify import RateLimiter, verify_entry
+
+DATA = os.urandom(3 * 1000 + 17)
+PART = 1000
+
+
+def parts(data: bytes) -> list[bytes]:
+    return [data[i : i + PART] for i in range(0, len(data), PART)]
+
+
+ENTRIES = {
+    "crc32": encode_crc(Algorithm.CRC32, zlib.crc32(DATA)),
+    "crc64nvme": encode_crc(Algorithm.CRC64NVME, crt.crc64nvme(DATA)),
+    "crc32c-composite": composite_checksum(
+        Algorithm.CRC32C, [crt.crc32c(p).to_bytes(4, "big") for p in parts(DATA)]
+    ),
+    "sha256": base64.b64encode(hashlib.sha256(DATA).digest()).decode(),
+    "md5": hashlib.md5(DATA).hexdigest(),
+    "md5-multipart": multipart_etag([hashlib.md5(p).digest() for p in parts(DATA)]),
+    "size": hashlib.md5(DATA).hexdigest(),  # proxied: the MD5 recorded at download
+}
+
+
+@pytest.mark.parametrize("label", sorted(ENTRIES))
+def test_every_recorded_check_can_be_redone(tmp_path: Path, label: str) -> None:
+    (tmp_path / "f").write_bytes(DATA)
+    entry = FileEntry("f", len(DATA), None, label, ENTRIES[label], PART)
+    assert verify_entry(tmp_path, entry, RateLimiter(None)) is None
+    flipped = bytearray(DATA)
+    flipped[2500] ^= 1
+    (tmp_path / "f").write_bytes(bytes(flipped))
+    problem = verify_entry(tmp_path, entry, RateLimiter(None))
+    assert problem is not None
+    assert problem.reason == "checksum"
+
+
+def test_missing_and_resized(tmp_path: Path) -> None:
+    entry = FileEntry("f", 10, None, "size", None)
+    assert verify_entry(tmp_path, entry, RateLimiter(None)).reason == "missing"  # type: ignore[union-attr]
+    (tmp_path / "f").write_bytes(b"123")
+    assert verify_entry(tmp_path, entry, RateLimiter(None)).reason == "size"  # type: ignore[union-attr]
+
+
+def test_size_only_without_a_recorded_value_checks_size(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"0123456789")
+    assert verify_entry(tmp_path, FileEntry("f", 10, None, "size", None), RateLimiter(None)) is None
+
+
+def test_rate_limiter_sleeps_to_stay_under_the_rate() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(100.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(10):
+        limiter.consume(50)
+    assert now[0] == pytest.approx(5.0)  # 500 bytes at 100 B/s
+    unlimited = RateLimiter(None, clock=lambda: 0.0, sleep=sleep)
+    unlimited.consume(10**9)
+    assert len(slept) == 10
+
+
+def test_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:
+    first, second = RootLock(tmp_path), RootLock(tmp_path)
+    assert first.try_acquire("syncd run")
+    assert not second.try_acquire("syncd sync")
+    assert "syncd run on" in second.holder()
+    assert f"pid {os.getpid()}" in second.holder()
+    first.release()
+    assert second.try_acquire("syncd sync")
+    assert "syncd sync" in first.holder()
+    second.release()
