@@ -17,6 +17,7 @@ from syncd.errors import ConfigError, LocalStoreError, SyncdError
 from syncd.ids import is_run_id
 from syncd.localstore import LocalStore
 from syncd.lock import RootLock
+from syncd.logs import configure_logging
 from syncd.registry import DesiredModel
 from syncd.settings import Settings, load_settings
 from syncd.syncer import Syncer, SyncProgress
@@ -27,16 +28,6 @@ log = logging.getLogger("syncd")
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("botocore", "aiobotocore", "urllib3", "mlflow", "alembic", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -290,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(getattr(args, "config", None))
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
             from syncd.service import run_service
 

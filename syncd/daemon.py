@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from syncd.errors import SyncdError
 from syncd.localstore import LocalStore
 from syncd.lock import RootLock
-from syncd.metrics import Metrics
+from syncd.metrics import FolderCollector, Metrics
 from syncd.registry import DesiredModel, DesiredState, Registry
 from syncd.retention import Unwanted, select_removals
 from syncd.settings import Settings, TargetSettings
@@ -121,6 +121,19 @@ class FolderStatus:
         return document
 
 
+@dataclass(frozen=True)
+class Event:
+    """Something a person watching the status page wants to know happened."""
+
+    at: float
+    level: Literal["info", "warning", "error"]
+    target: str
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at, "level": self.level, "target": self.target, "message": self.message}
+
+
 @dataclass
 class RootState:
     """A dataset root: its store, its writer lock, the targets that share it."""
@@ -165,6 +178,14 @@ class Daemon:
         self.model_errors: dict[tuple[str, str], str] = {}
         self.ready = asyncio.Event()
         self.passes = 0
+        self.events: deque[Event] = deque(maxlen=50)
+        self.started_at = time.time()
+        metrics.registry.register(FolderCollector(lambda: list(self.folders.values())))
+        for name in self._targets:
+            metrics.register_target(name)
+
+    def _event(self, level: Literal["info", "warning", "error"], target: str, message: str) -> None:
+        self.events.appendleft(Event(time.time(), level, target, message))
 
     def wake(self) -> None:
         """Ask for a registry poll now (a webhook, SIGHUP)."""
@@ -195,6 +216,14 @@ class Daemon:
                 group.create_task(
                     self._every(self.settings.sweep_interval, self.sweep), name="syncd-sweep"
                 )
+                if watcher is not None:
+                    guarded = watcher
+
+                    async def guard_watcher() -> None:
+                        if guarded.ensure_running():
+                            await self.sweep()  # cover whatever happened while it was down
+
+                    group.create_task(self._every(1.0, guard_watcher), name="syncd-watch-guard")
                 if self.settings.deep_verify_interval:
                     group.create_task(
                         self._every(self.settings.deep_verify_interval, self.deep_verify),
@@ -217,6 +246,8 @@ class Daemon:
         if rs.lock.try_acquire("syncd run"):
             if rs.waiting:
                 log.warning("took over the writer lock of %s", rs.store.root)
+                for name in rs.targets:
+                    self._event("warning", name, f"took over as the writer of {rs.store.root}")
             rs.waiting = False
             rs.store.clear_staging()
             for name in rs.targets:
@@ -235,6 +266,7 @@ class Daemon:
             )
             for name in rs.targets:
                 self.metrics.lock_waits.labels(target=name).inc()
+                self._event("warning", name, f"standing by: {rs.lock.holder()} writes the root")
         for name in rs.targets:
             self.metrics.lock_held.labels(target=name).set(0)
 
@@ -280,6 +312,8 @@ class Daemon:
             except SyncdError as exc:
                 # Keep the last known desired state: a registry outage must not drop folders.
                 self.metrics.registry_polls.labels(target=name, result="error").inc()
+                if self.target_errors.get(name) != str(exc):
+                    self._event("error", name, f"registry poll failed: {exc}")
                 self.target_errors[name] = str(exc)
                 log.warning("%s: registry poll failed: %s", name, exc)
                 continue
@@ -300,10 +334,13 @@ class Daemon:
         self.passes += 1
 
     def _apply(self, target: TargetSettings, state: DesiredState) -> None:
+        previous = dict(self.model_errors)
         self.model_errors = {k: v for k, v in self.model_errors.items() if k[0] != target.name}
         for model, error in state.errors.items():
             self.model_errors[(target.name, model)] = str(error)
             log.error("%s: %s", target.name, error)
+            if previous.get((target.name, model)) != str(error):
+                self._event("error", target.name, f"cannot resolve {model}: {error}")
         self.metrics.resolution_errors.labels(target=target.name).set(len(state.errors))
         wanted = {Key(target.name, desired.run_id): desired for desired in state.models}
         for key in [key for key in self._desired if key.target == target.name]:
@@ -322,14 +359,20 @@ class Daemon:
                 self.folders[key].state = "standby"
             self._enqueue(key)
         self.metrics.desired_info.clear()
+        self.metrics.desired_version.clear()
         for key, desired in self._desired.items():
+            pointer = desired.ref.selector.split(" ", 1)[-1]
             self.metrics.desired_info.labels(
                 target=key.target,
                 model=desired.model,
-                selector=desired.ref.selector,
+                alias=pointer,
                 version=desired.ref.version,
                 run_id=key.run_id,
             ).set(1)
+            if desired.ref.version.isdigit():
+                self.metrics.desired_version.labels(target=key.target, model=desired.model).set(
+                    int(desired.ref.version)
+                )
 
     # ---- actual state: events, sweep, deep verify --------------------------------------------
 
@@ -439,11 +482,31 @@ class Daemon:
             return
         finally:
             self.metrics.sync_duration.labels(target=key.target).observe(time.monotonic() - started)
-        self.metrics.syncs.labels(target=key.target, result=outcome.result).inc()
+        result = "success" if outcome.result == "synced" else outcome.result
+        self.metrics.syncs.labels(target=key.target, result=result).inc()
+        if desired.ref.version.isdigit():
+            self.metrics.synced_version.labels(target=key.target, model=desired.model).set(
+                int(desired.ref.version)
+            )
         for reason in outcome.healed.values():
             self.metrics.heals.labels(target=key.target, reason=reason).inc()
         status.state, status.error, status.updated_at = "synced", None, time.time()
         status.last_result = outcome.result
+        if outcome.healed:
+            reasons = sorted(set(outcome.healed.values()))
+            self._event(
+                "warning",
+                key.target,
+                f"healed {desired.model} v{desired.ref.version} ({key.run_id[:8]}): "
+                f"{len(outcome.healed)} file(s), {', '.join(reasons)}",
+            )
+        elif outcome.result == "synced":
+            self._event(
+                "info",
+                key.target,
+                f"{desired.model} v{desired.ref.version} in place ({key.run_id[:8]}): "
+                f"{outcome.downloaded_files} files, {outcome.downloaded_bytes / 1e6:.1f} MB",
+            )
         if outcome.result == "synced":
             log.info(
                 "%s: %s v%s run %s in place: %d files downloaded (%d bytes), %d kept, %.1fs",
@@ -463,6 +526,7 @@ class Daemon:
         self.metrics.syncs.labels(target=key.target, result="error").inc()
         status.state, status.error, status.updated_at = "failed", error, time.time()
         status.last_result = "error"
+        self._event("error", key.target, f"{desired.model} v{desired.ref.version} failed: {error}")
         log.error(
             "%s: %s v%s run %s failed: %s",
             key.target,
@@ -519,6 +583,7 @@ class Daemon:
             target = owners[run_id].split(":", 1)[0]
             self.metrics.removed_folders.labels(target=target).inc()
             log.warning("removed run %s (%s): no target wants it", run_id, owners[run_id])
+            self._event("info", target, f"removed {run_id[:8]} ({owners[run_id]}): unwanted")
 
     # ---- status ------------------------------------------------------------------------------
 
@@ -549,4 +614,10 @@ class Daemon:
                     },
                 }
             )
-        return {"ready": self.ready.is_set(), "passes": self.passes, "targets": targets}
+        return {
+            "ready": self.ready.is_set(),
+            "passes": self.passes,
+            "started_at": self.started_at,
+            "targets": targets,
+            "events": [event.as_json() for event in self.events],
+        }

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from syncd import __version__
+from syncd.s3 import RETRY_REASONS
 
-__all__ = ["Metrics"]
+__all__ = ["FOLDER_STATES", "HEAL_REASONS", "FolderCollector", "Metrics"]
+
+FOLDER_STATES = ("pending", "syncing", "synced", "failed", "standby")
+HEAL_REASONS = ("missing_folder", "missing_file", "size", "mtime", "checksum")
 
 _DURATION_BUCKETS = (0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
@@ -18,7 +27,10 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.syncs = Counter(
-            "syncd_syncs", "Run folders ensured, by outcome.", ["target", "result"], registry=r
+            "syncd_syncs",
+            "Run folders ensured, by result: success (files written), noop, error.",
+            ["target", "result"],
+            registry=r,
         )
         self.sync_duration = Histogram(
             "syncd_sync_duration_seconds",
@@ -83,8 +95,21 @@ class Metrics:
         )
         self.desired_info = Gauge(
             "syncd_desired_info",
-            "The version each target wants, 1 per (target, model); the only metric with run ids.",
-            ["target", "model", "selector", "version", "run_id"],
+            "The version each target wants, 1 per (target, model); the only metric with run ids. "
+            "`alias` holds the alias, or the stage for stage targets.",
+            ["target", "model", "alias", "version", "run_id"],
+            registry=r,
+        )
+        self.desired_version = Gauge(
+            "syncd_desired_version",
+            "The registry version each target wants of each model.",
+            ["target", "model"],
+            registry=r,
+        )
+        self.synced_version = Gauge(
+            "syncd_synced_version",
+            "The registry version whose folder is in place and verified, per target and model.",
+            ["target", "model"],
             registry=r,
         )
         self.heals = Counter(
@@ -124,7 +149,30 @@ class Metrics:
             registry=r,
         )
         self.build = Info("syncd_build", "syncd version.", registry=r)
+        for reason in RETRY_REASONS:
+            self.request_retries.labels(reason=reason)
         self.build.info({"version": __version__})
+
+    def register_target(self, target: str) -> None:
+        """Create every labeled series of a target at 0, so dashboards and `increase()` see
+        the first event instead of a series that appears out of nothing."""
+        for result in ("success", "noop", "error"):
+            self.syncs.labels(target=target, result=result)
+        for result in ("success", "error"):
+            self.registry_polls.labels(target=target, result=result)
+        for reason in HEAL_REASONS:
+            self.heals.labels(target=target, reason=reason)
+        for counter in (
+            self.downloaded_files,
+            self.reused_files,
+            self.unverified_files,
+            self.deep_verify_problems,
+            self.removed_folders,
+            self.lock_waits,
+        ):
+            counter.labels(target=target)
+        self.resolution_errors.labels(target=target)
+        self.foreign_folders.labels(target=target)
 
     # TransferObserver
     def bytes_downloaded(self, count: int) -> None:
@@ -138,3 +186,39 @@ class Metrics:
 
     def in_flight(self, delta: int) -> None:
         self.in_flight_requests.inc(delta)
+
+
+class FolderCollector(Collector):
+    """Folder states and remaining bytes, read from the daemon when Prometheus scrapes."""
+
+    def __init__(self, folders: Callable[[], Iterable[Any]]) -> None:
+        self._folders = folders
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: its samples depend on the targets configured
+
+    def collect(self) -> list[Metric]:
+        states = GaugeMetricFamily(
+            "syncd_folders", "Wanted run folders by state.", labels=["target", "state"]
+        )
+        remaining = GaugeMetricFamily(
+            "syncd_sync_remaining_bytes",
+            "Bytes still to download for the syncs in progress.",
+            labels=["target"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        left: dict[str, int] = {}
+        for folder in self._folders():
+            left.setdefault(folder.target, 0)
+            for state in FOLDER_STATES:
+                counts.setdefault((folder.target, state), 0)
+            counts[(folder.target, folder.state)] += 1
+            if folder.state == "syncing" and folder.progress is not None:
+                left[folder.target] += max(
+                    folder.progress.total_bytes - folder.progress.done_bytes, 0
+                )
+        for (target, state), count in sorted(counts.items()):
+            states.add_metric([target, state], count)
+        for target, count in sorted(left.items()):
+            remaining.add_metric([target], count)
+        return [states, remaining]

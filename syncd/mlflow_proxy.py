@@ -12,7 +12,7 @@ import aiohttp
 
 from syncd.errors import SourceError
 from syncd.manifest import RemoteObject
-from syncd.s3 import RetryableError
+from syncd.s3 import RetryableError, retry_reason
 from syncd.settings import MlflowSettings
 
 __all__ = ["MlflowArtifactProxy"]
@@ -72,13 +72,17 @@ class MlflowArtifactProxy:
         try:
             async with self._session.get(self._base + _API, params={"path": path}) as response:
                 if response.status >= 500:
-                    raise RetryableError(f"listing {path} via MLflow: HTTP {response.status}")
+                    raise RetryableError(
+                        f"listing {path} via MLflow: HTTP {response.status}", "server_error"
+                    )
                 if response.status != 200:
                     text = await response.text()
                     raise SourceError(f"listing {path} via MLflow: HTTP {response.status}: {text}")
                 document = await response.json()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(f"listing {path} via MLflow at {self._base}: {exc}") from exc
+            raise RetryableError(
+                f"listing {path} via MLflow at {self._base}: {exc}", retry_reason(exc)
+            ) from exc
         files: list[dict[str, Any]] = document.get("files", [])
         return files
 
@@ -93,7 +97,9 @@ class MlflowArtifactProxy:
                 data: bytes = await response.read()
                 return data
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(f"reading {path} via MLflow at {self._base}: {exc}") from exc
+            raise RetryableError(
+                f"reading {path} via MLflow at {self._base}: {exc}", retry_reason(exc)
+            ) from exc
 
     @asynccontextmanager
     async def get(self, path: str) -> AsyncIterator[aiohttp.StreamReader]:
@@ -101,12 +107,16 @@ class MlflowArtifactProxy:
         try:
             async with self._session.get(self._url(path)) as response:
                 if response.status >= 500:
-                    raise RetryableError(f"GET {path} via MLflow: HTTP {response.status}")
+                    raise RetryableError(
+                        f"GET {path} via MLflow: HTTP {response.status}", "server_error"
+                    )
                 if response.status != 200:
                     raise SourceError(f"GET {path} via MLflow: HTTP {response.status}")
                 yield response.content
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(f"GET {path} via MLflow at {self._base}: {exc}") from exc
+            raise RetryableError(
+                f"GET {path} via MLflow at {self._base}: {exc}", retry_reason(exc)
+            ) from exc
 
     def _url(self, path: str) -> str:
         return f"{self._base}{_API}/{quote(path)}"

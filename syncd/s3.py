@@ -24,8 +24,16 @@ from syncd.manifest import RemoteObject
 from syncd.plan import ObjectFacts, Range, unquote_etag
 from syncd.settings import S3Settings
 
-__all__ = ["RetryableError", "S3Location", "S3ObjectStore", "parse_s3_uri"]
+__all__ = [
+    "RETRY_REASONS",
+    "RetryableError",
+    "S3Location",
+    "S3ObjectStore",
+    "parse_s3_uri",
+    "retry_reason",
+]
 
+_BOTOCORE_MISMATCH = re.compile(r"Expected checksum (\S+) did not match calculated checksum: (\S+)")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _RETRYABLE_CODES = {
     "SlowDown",
@@ -39,8 +47,33 @@ _RETRYABLE_CODES = {
 }
 
 
+RETRY_REASONS = ("throttled", "server_error", "connection", "timeout", "bad_response", "other")
+
+
 class RetryableError(TransferError):
-    """A failure worth another attempt (reset, 5xx, throttling, short body)."""
+    """A failure worth another attempt; `reason` is one of RETRY_REASONS (a metric label)."""
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason if reason in RETRY_REASONS else "other"
+
+
+def retry_reason(error: BaseException) -> str:
+    """The RETRY_REASONS bucket of a transient error, for metrics."""
+    if isinstance(error, RetryableError):
+        return error.reason
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectionError | EndpointConnectionError):
+        return "connection"
+    name = type(error).__name__
+    if "Timeout" in name:
+        return "timeout"
+    if "Connection" in name or "Disconnected" in name:
+        return "connection"
+    if "Incomplete" in name or "Payload" in name or "ResponseStreaming" in name:
+        return "bad_response"
+    return "other"
 
 
 @dataclass(frozen=True)
@@ -88,7 +121,10 @@ def translate(error: Exception, what: str) -> Exception:
         if code == "PreconditionFailed" or status == 412:
             return ObjectChangedError(what, "")
         if code in _RETRYABLE_CODES or status >= 500:
-            return RetryableError(f"{what}: {code or status}")
+            throttled = code in ("SlowDown", "Throttling", "ThrottlingException") or status == 503
+            return RetryableError(
+                f"{what}: {code or status}", "throttled" if throttled else "server_error"
+            )
         if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound") or status == 404:
             return SourceError(f"{what}: not found")
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
@@ -97,9 +133,9 @@ def translate(error: Exception, what: str) -> Exception:
     if isinstance(error, NoCredentialsError):
         return SourceError(f"{what}: no AWS credentials found (env, profile, IRSA or IMDS)")
     if isinstance(error, EndpointConnectionError):
-        return RetryableError(f"{what}: cannot connect to S3 endpoint: {error}")
+        return RetryableError(f"{what}: cannot connect to S3 endpoint: {error}", "connection")
     if isinstance(error, BotoCoreError | OSError | TimeoutError):
-        return RetryableError(f"{what}: {type(error).__name__}: {error}")
+        return RetryableError(f"{what}: {type(error).__name__}: {error}", retry_reason(error))
     return error
 
 
@@ -224,9 +260,9 @@ class _Body:
             return data
         except FlexibleChecksumError as exc:
             # botocore checks whole-object GETs sent with ChecksumMode itself, at the last read.
-            raise ChecksumMismatchError(
-                self._uri, "botocore response checksum", "", str(exc)
-            ) from exc
+            match = _BOTOCORE_MISMATCH.search(str(exc))
+            expected, actual = match.groups() if match else ("?", str(exc))
+            raise ChecksumMismatchError(self._uri, "checksum", expected, actual) from exc
         except Exception as exc:
             raise translate(exc, f"reading GET {self._uri}") from exc
 
@@ -241,10 +277,13 @@ def _check_content_range(uri: str, response: dict[str, Any], byte_range: Range) 
             byte_range.end,
         ):
             raise RetryableError(
-                f"GET {uri}: asked for {byte_range.header}, got Content-Range {content_range}"
+                f"GET {uri}: asked for {byte_range.header}, got Content-Range {content_range}",
+                "bad_response",
             )
     elif length != byte_range.length:
-        raise RetryableError(f"GET {uri}: asked for {byte_range.header}, got {length} bytes")
+        raise RetryableError(
+            f"GET {uri}: asked for {byte_range.header}, got {length} bytes", "bad_response"
+        )
 
 
 def facts_from_headers(response: dict[str, Any]) -> ObjectFacts:

@@ -186,6 +186,7 @@ class Settings(BaseSettings):
     keep_previous: int = Field(default=1, ge=0, le=100)
     lock_retry_interval: Seconds = 5.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _unique_targets(self) -> Settings:

@@ -38,7 +38,7 @@ from syncd.errors import (
 from syncd.manifest import FileEntry, RemoteObject
 from syncd.mlflow_proxy import MlflowArtifactProxy
 from syncd.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
-from syncd.s3 import RetryableError, S3Location, S3ObjectStore
+from syncd.s3 import RetryableError, S3Location, S3ObjectStore, retry_reason
 from syncd.settings import S3Settings
 
 __all__ = ["Downloader", "NullObserver", "TransferObserver", "backoff_delay"]
@@ -392,7 +392,9 @@ class Downloader:
                 pending.append(data)
                 pending_size += len(data)
                 if written + pending_size > expected:
-                    raise RetryableError(f"body longer than the {expected} bytes asked for")
+                    raise RetryableError(
+                        f"body longer than the {expected} bytes asked for", "bad_response"
+                    )
             if pending and (pending_size >= chunk_size or not data):
                 block = pending[0] if len(pending) == 1 else b"".join(pending)
                 pending, pending_size = [], 0
@@ -405,7 +407,7 @@ class Downloader:
             if not data:
                 break
         if written != expected:
-            raise RetryableError(f"short body: {written} of {expected} bytes")
+            raise RetryableError(f"short body: {written} of {expected} bytes", "bad_response")
         return written
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -416,7 +418,7 @@ class Downloader:
             except _TRANSIENT as exc:
                 if attempt == attempts:
                     raise RetriesExceededError(what, attempts, exc) from exc
-                self._observer.request_retried(type(exc).__name__)
+                self._observer.request_retried(retry_reason(exc))
                 await self._sleep(backoff_delay(attempt))
         raise AssertionError("unreachable")
 

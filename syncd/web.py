@@ -36,7 +36,25 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(request.app[DAEMON].snapshot())
 
 
-def _folder_row(folder: dict[str, Any]) -> str:
+_STATE_LABEL = {
+    "synced": "in place",
+    "syncing": "syncing",
+    "failed": "failed",
+    "pending": "not yet",
+    "standby": "standby",
+}
+
+
+def _ago(timestamp: float, now: float) -> str:
+    seconds = max(now - timestamp, 0)
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _folder_row(folder: dict[str, Any], now: float) -> str:
     state = folder["state"]
     detail = ""
     if state == "syncing" and "progress" in folder:
@@ -44,63 +62,109 @@ def _folder_row(folder: dict[str, Any]) -> str:
         total = max(progress["total_bytes"], 1)
         percent = 100 * progress["done_bytes"] / total
         detail = (
-            f'<progress max="100" value="{percent:.0f}"></progress> {percent:.0f}% '
+            f'<progress max="100" value="{percent:.0f}"></progress> {percent:.0f}% &middot; '
+            f"{progress['done_files']}/{progress['total_files']} files &middot; "
             f"{progress['bytes_per_second'] / 1e6:.1f} MB/s"
         )
     elif state == "failed":
-        detail = html.escape(folder["error"] or "")
+        detail = f'<span class="error">{html.escape(folder["error"] or "")}</span>'
+    elif state == "synced":
+        detail = f"checked {_ago(folder['updated_at'], now)}"
+    elif state == "standby":
+        detail = "another process writes this root"
     cells = [
-        html.escape(folder["model"]),
-        html.escape(folder["selector"]),
-        html.escape(folder["version"]),
+        f"<strong>{html.escape(folder['model'])}</strong>",
+        f"{html.escape(folder['selector'])} &rarr; v{html.escape(folder['version'])}",
         f"<code>{html.escape(folder['run_id'])}</code>",
-        f'<span class="{state}">{state}</span>',
+        f'<span class="state {state}">{_STATE_LABEL.get(state, state)}</span>',
         detail,
     ]
     return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
 
-_NOTHING_WANTED = "<tr><td colspan=6>nothing wanted yet</td></tr>"
+def _target_section(target: dict[str, Any], now: float) -> str:
+    rows = "".join(_folder_row(folder, now) for folder in target["folders"])
+    rows += "".join(
+        f"<tr><td><strong>{html.escape(model)}</strong></td><td colspan=2></td>"
+        f'<td><span class="state failed">unresolved</span></td>'
+        f'<td><span class="error">{html.escape(error)}</span></td></tr>'
+        for model, error in target["unresolved"].items()
+    )
+    if not rows:
+        patterns = ", ".join(html.escape(m) for m in target["models"])
+        rows = f'<tr><td colspan=5 class="muted">no model matching {patterns} has it set</td></tr>'
+    notes = []
+    if target["error"]:
+        notes.append(f'<p class="error">registry: {html.escape(target["error"])}</p>')
+    if not target["writer"]:
+        holder = html.escape(target["lock_holder"] or "")
+        notes.append(f'<p class="muted">standby: {holder} writes this root</p>')
+    if target["foreign_folders"]:
+        names = ", ".join(html.escape(name) for name in target["foreign_folders"])
+        notes.append(f'<p class="muted">not created by syncd, left alone: {names}</p>')
+    return (
+        f"<section><h2>{html.escape(target['name'])} "
+        f"<small>{html.escape(target['selector'])} &middot; "
+        f"<code>{html.escape(target['root'])}</code></small></h2>{''.join(notes)}"
+        "<table><thead><tr><th>model</th><th>pointer</th><th>run id</th><th>folder</th>"
+        f"<th></th></tr></thead><tbody>{rows}</tbody></table></section>"
+    )
 
 
-def render_page(snapshot: dict[str, Any]) -> str:
+def _events(events: list[dict[str, Any]], now: float) -> str:
+    if not events:
+        return '<p class="muted">nothing yet</p>'
+    items = "".join(
+        f'<li class="{event["level"]}"><span class="muted">{_ago(event["at"], now)}</span> '
+        f"<strong>{html.escape(event['target'])}</strong> {html.escape(event['message'])}</li>"
+        for event in events[:20]
+    )
+    return f"<ul class=events>{items}</ul>"
+
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1d2939; background: #f6f7f9; }
+header { background: #101828; color: #fff; padding: 14px 28px; display: flex; gap: 18px;
+         align-items: baseline; }
+header h1 { margin: 0; font-size: 20px; }
+main { padding: 8px 28px 28px; }
+section { background: #fff; border: 1px solid #e4e7ec; border-radius: 8px; margin: 18px 0;
+          padding: 4px 18px 14px; }
+h2 { font-size: 16px; } small, .muted { color: #667085; font-weight: normal; }
+table { border-collapse: collapse; width: 100%; }
+th { text-align: left; color: #667085; font-weight: 500; border-bottom: 1px solid #e4e7ec; }
+td, th { padding: 7px 8px; vertical-align: top; }
+tr + tr td { border-top: 1px solid #f2f4f7; }
+.state { border-radius: 10px; padding: 1px 9px; font-size: 12px; white-space: nowrap; }
+.synced { background: #dcfae6; color: #067647; } .failed { background: #fee4e2; color: #b42318; }
+.syncing { background: #d1e9ff; color: #175cd3; } .pending, .standby { background: #f2f4f7; }
+.error { color: #b42318; } progress { width: 140px; vertical-align: middle; }
+ul.events { list-style: none; padding: 0; margin: 0; }
+ul.events li { padding: 4px 0; border-top: 1px solid #f2f4f7; }
+li.error strong { color: #b42318; } li.warning strong { color: #b54708; }
+a { color: #175cd3; } .ready { color: #75e0a7; } .notready { color: #fdb022; }
+"""
+
+
+def render_page(snapshot: dict[str, Any], now: float | None = None) -> str:
     """The status page for people; links are relative so it works under an app path prefix."""
-    sections = []
-    for target in snapshot["targets"]:
-        rows = "".join(_folder_row(folder) for folder in target["folders"])
-        rows += "".join(
-            f"<tr><td>{html.escape(model)}</td><td colspan=4></td>"
-            f'<td><span class="failed">unresolved</span> {html.escape(error)}</td></tr>'
-            for model, error in target["unresolved"].items()
-        )
-        error = (
-            f'<p class="failed">registry: {html.escape(target["error"])}</p>'
-            if target["error"]
-            else ""
-        )
-        sections.append(
-            f"<h2>{html.escape(target['name'])} <small>{html.escape(target['selector'])} &rarr; "
-            f"<code>{html.escape(target['root'])}</code></small></h2>{error}"
-            "<table><tr><th>model</th><th>pointer</th><th>version</th><th>run id</th>"
-            f"<th>state</th><th></th></tr>{rows or _NOTHING_WANTED}"
-            "</table>"
-        )
-    ready = "ready" if snapshot["ready"] else "first pass in progress"
+    now = time.time() if now is None else now
+    sections = "".join(_target_section(target, now) for target in snapshot["targets"])
+    ready = (
+        '<span class="ready">ready</span>'
+        if snapshot["ready"]
+        else '<span class="notready">first pass in progress</span>'
+    )
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>syncd</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: .4em; text-align: left; }}
-.synced {{ color: #17803d; }} .failed {{ color: #b42318; }} .syncing {{ color: #175cd3; }}
-.pending {{ color: #667085; }} small {{ color: #667085; font-weight: normal; }}
-</style></head><body>
-<h1>syncd <small>{html.escape(__version__)} &middot; {ready} &middot;
-{time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}</small></h1>
-{"".join(sections) or "<p>No targets configured.</p>"}
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="3">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>syncd</title><style>{_STYLE}</style></head><body>
+<header><h1>syncd</h1><span>{html.escape(__version__)}</span><span>{ready}</span>
+<span>up {_ago(snapshot.get("started_at", now), now).removesuffix(" ago")}</span></header>
+<main>{sections or "<p>No targets configured.</p>"}
+<section><h2>Recent events</h2>{_events(snapshot.get("events", []), now)}</section>
 <p><a href="metrics">metrics</a> &middot; <a href="api/status">api/status</a> &middot;
-<a href="healthz">healthz</a> &middot; <a href="readyz">readyz</a></p>
+<a href="healthz">healthz</a> &middot; <a href="readyz">readyz</a></p></main>
 </body></html>"""
 
 

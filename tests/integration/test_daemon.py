@@ -59,7 +59,7 @@ async def test_alias_move_brings_a_new_folder_and_leaves_the_old(
                 "syncd_desired_info",
                 target="prod",
                 model=name,
-                selector="alias production",
+                alias="production",
                 version="2",
                 run_id=second.parent_run_id,
             )
@@ -71,7 +71,7 @@ async def test_alias_move_brings_a_new_folder_and_leaves_the_old(
                 "syncd_desired_info",
                 target="prod",
                 model=name,
-                selector="alias production",
+                alias="production",
                 version="1",
                 run_id=first.parent_run_id,
             )
@@ -120,9 +120,9 @@ async def test_two_targets_a_broken_model_and_a_noop_pass(
         )
         assert "not a 32-hex run id" in prod_status["unresolved"][f"{prefix}-refused"]
         metrics = daemon.metrics
-        assert sample(metrics, "syncd_syncs_total", target="prod", result="synced") == 1
+        assert sample(metrics, "syncd_syncs_total", target="prod", result="success") == 1
         assert sample(metrics, "syncd_syncs_total", target="prod", result="error") == 1
-        assert sample(metrics, "syncd_syncs_total", target="staging", result="synced") == 1
+        assert sample(metrics, "syncd_syncs_total", target="staging", result="success") == 1
         assert sample(metrics, "syncd_resolution_errors", target="prod") == 1
         assert sample(metrics, "syncd_last_success_timestamp_seconds", target="staging") > 0
         assert sample(metrics, "syncd_checksum_failures_total") >= 2
@@ -166,7 +166,7 @@ async def test_http_endpoints(mlflow_server: Any, tmp_path: Path) -> None:
         code, text = await fetch(url + "/metrics")
         assert code == 200
         for name_ in (
-            'syncd_syncs_total{result="synced",target="prod"} 1.0',
+            'syncd_syncs_total{result="success",target="prod"} 1.0',
             "syncd_sync_duration_seconds_bucket",
             "syncd_downloaded_bytes_total",
             'syncd_last_success_timestamp_seconds{target="prod"}',
@@ -245,3 +245,46 @@ def test_sigterm_mid_download_exits_cleanly(
     assert b"stopped" in output
     assert not (root / published.parent_run_id).exists()
     assert list(staging.iterdir()) == []
+
+
+def test_json_logs_are_one_object_per_line(mlflow_server: Any, tmp_path: Path) -> None:
+    name = unique_name()
+    publish(mlflow_server.url, tmp_path, name, shard_mib=(1,))
+    port = free_port()
+    config = write_config(
+        tmp_path / "syncd.yaml",
+        {
+            "log_format": "json",
+            "targets": [
+                {
+                    "name": "prod",
+                    "root": str(tmp_path / "r"),
+                    "alias": "production",
+                    "models": [name],
+                }
+            ],
+            "http": {"host": "127.0.0.1", "port": port},
+            "mlflow": {"tracking_uri": mlflow_server.url},
+        },
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncd.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + WAIT
+        while get(f"http://127.0.0.1:{port}/readyz")[0] != 200:
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = err.decode().splitlines()
+    records = [json.loads(line) for line in lines]  # every line parses
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any(r["logger"] == "syncd.daemon" and "in place" in r["message"] for r in records)
+    assert records[-1]["message"] == "stopped"

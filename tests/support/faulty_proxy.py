@@ -28,6 +28,7 @@ class Faults:
     server_error: dict[str, int] = field(default_factory=dict)
     truncate: dict[str, int] = field(default_factory=dict)
     delay_seconds: float = 0.0
+    slow: dict[str, float] = field(default_factory=dict)  # path substring -> delay per 64 KiB
     gets: Counter[str] = field(default_factory=Counter)
 
     def take(self, table: dict[str, int], path: str) -> bool:
@@ -42,6 +43,7 @@ class Faults:
         self.server_error.clear()
         self.truncate.clear()
         self.delay_seconds = 0.0
+        self.slow.clear()
         self.gets.clear()
 
 
@@ -128,13 +130,16 @@ class FaultyS3Proxy:
                 assert request.transport is not None
                 request.transport.close()
                 return response
-            if self.faults.delay_seconds:
+            delay = self.faults.delay_seconds or next(
+                (seconds for needle, seconds in self.faults.slow.items() if needle in path), 0.0
+            )
+            if delay:
                 response = web.StreamResponse(status=status, headers=out_headers)
                 response.content_length = len(payload)
                 await response.prepare(request)
                 step = 64 * 1024
                 for start in range(0, len(payload), step):
-                    await asyncio.sleep(self.faults.delay_seconds)
+                    await asyncio.sleep(delay)
                     await response.write(payload[start : start + step])
                 await response.write_eof()
                 return response

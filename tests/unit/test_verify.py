@@ -85,3 +85,41 @@ def test_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:
     assert second.try_acquire("syncd sync")
     assert "syncd sync" in first.holder()
     second.release()
+
+
+def test_watcher_restarts_after_its_thread_fails(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from watchdog.utils import BaseThread
+
+    from syncd.watch import RootWatcher
+
+    class Exploding(BaseThread):
+        def run(self) -> None:
+            raise KeyError("inotify bookkeeping")
+
+    async def scenario() -> None:
+        seen: list[str] = []
+        watcher = RootWatcher(
+            [tmp_path], lambda root, run_id: seen.append(run_id), asyncio.get_running_loop()
+        )
+        watcher.start()
+        try:
+            assert not watcher.ensure_running()
+            broken = Exploding()
+            broken.start()
+            broken.join()
+            assert watcher.ensure_running()  # replaced, and events flow again
+            (tmp_path / ("a" * 32)).mkdir()
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+            assert seen
+            assert seen[0] == "a" * 32
+        finally:
+            watcher.stop()
+        assert threading.excepthook is not watcher._excepthook
+
+    asyncio.run(scenario())
