@@ -10,9 +10,26 @@ from typing import Literal
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
-_NOISY = ("botocore", "aiobotocore", "urllib3", "mlflow", "alembic", "aiohttp.access", "watchdog")
+_NOISY = ("botocore", "aiobotocore", "mlflow", "alembic", "aiohttp.access", "watchdog")
+# urllib3 warns on every retry; syncd reports the outcome once, in its own words.
+_QUIET = ("urllib3",)
 # Attributes every LogRecord has; anything else was passed with `extra=` and is kept.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record arrives, not when it was set up."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,7 +52,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, log_format: Literal["text", "json"]) -> None:
     """Root logging to stderr; third-party chatter kept at WARNING."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -49,3 +66,5 @@ def configure_logging(level: str, log_format: Literal["text", "json"]) -> None:
     logging.captureWarnings(True)
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for quiet in _QUIET:
+        logging.getLogger(quiet).setLevel(logging.ERROR)

@@ -225,7 +225,7 @@ def test_registry_down(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[s
     env.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     assert sync(tmp_path / "root", "M", "--alias", "production") == 1
     err = capsys.readouterr().err
-    assert err.startswith("syncd: MLflow at http://127.0.0.1:")
+    assert last_line(err).startswith("syncd: MLflow at http://127.0.0.1:")
     assert "Traceback" not in err
 
 
