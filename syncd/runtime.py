@@ -22,8 +22,22 @@ class Runtime:
     metrics: Metrics
     sources: Sources
     downloader: Downloader
-    registry: MlflowRegistry
     syncer: Syncer
+    _registry: MlflowRegistry | None = None
+
+    @property
+    def registry(self) -> MlflowRegistry:
+        """Created on first use: importing MLflow costs about two seconds."""
+        if self._registry is None:
+            sources = self.sources
+
+            async def read_artifact(uri: str) -> bytes | None:
+                return await sources.read(sources.locate(uri))
+
+            self._registry = MlflowRegistry(
+                self.settings.mlflow.tracking_uri, self.settings.resolution, read_artifact
+            )
+        return self._registry
 
 
 @asynccontextmanager
@@ -34,19 +48,9 @@ async def open_runtime(
     metrics = metrics or Metrics()
     async with Sources.open(settings) as sources:
         downloader = Downloader(settings.s3, metrics)
-
-        async def read_artifact(uri: str) -> bytes | None:
-            return await sources.read(sources.locate(uri))
-
-        registry = MlflowRegistry(settings.mlflow.tracking_uri, settings.resolution, read_artifact)
         try:
             yield Runtime(
-                settings,
-                metrics,
-                sources,
-                downloader,
-                registry,
-                Syncer(sources, downloader, metrics),
+                settings, metrics, sources, downloader, Syncer(sources, downloader, metrics)
             )
         finally:
             downloader.close()

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from syncd.errors import SourceError
 from syncd.manifest import FileEntry, RemoteObject
 from syncd.mlflow_proxy import MlflowArtifactProxy
+from syncd.resume import ResumeState
 from syncd.s3 import RetryableError, S3Location, S3ObjectStore, parse_s3_uri
 from syncd.settings import Settings
 from syncd.transfer import Downloader, Progress, backoff_delay
@@ -124,12 +125,13 @@ class Sources:
         obj: RemoteObject,
         dest: Path,
         progress: Progress,
+        resume: ResumeState | None = None,
     ) -> FileEntry:
         """One object of the listing into `dest`, verified as well as the source allows."""
         child = location.child(obj.path)
         if isinstance(location, S3Location):
             assert isinstance(child, S3Location)
-            return await downloader.download_s3(self._s3, child, obj, dest, progress)
+            return await downloader.download_s3(self._s3, child, obj, dest, progress, resume)
         assert isinstance(child, ProxiedLocation)
         return await downloader.download_proxied(
             self._require_proxy(location), child.path, obj, dest, progress

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from syncd import __version__
@@ -17,6 +18,7 @@ from syncd.localstore import LocalStore
 from syncd.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
 from syncd.metrics import Metrics
 from syncd.registry import DesiredModel
+from syncd.resume import ResumeState
 from syncd.source import Sources
 from syncd.transfer import Downloader
 
@@ -151,20 +153,25 @@ class Syncer:
             location.uri,
             len(reusable),
         )
-        staging = store.new_staging(desired.run_id)
-        published = False
+        staging = store.resume_staging(desired.run_id)
+        resume = store.resume_state(desired.run_id)
+        published = interrupted = False
         try:
+            # A build interrupted earlier may hold files the source no longer has: never publish
+            # those.
+            await asyncio.to_thread(_prune, staging, {obj.path for obj in listing})
             entries: dict[str, FileEntry] = {}
             for path, entry in reusable.items():
                 destination = staging / path
                 destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.unlink(missing_ok=True)
                 os.link(folder / path, destination)
                 entries[path] = entry
 
             async def fetch(obj: RemoteObject) -> None:
                 destination = staging / obj.path
                 entry = await self._sources.download(
-                    self._downloader, location, obj, destination, progress.add
+                    self._downloader, location, obj, destination, progress.add, resume
                 )
                 entries[obj.path] = replace(entry, mtime_ns=destination.stat().st_mtime_ns)
                 progress.done_files += 1
@@ -183,13 +190,21 @@ class Syncer:
                 synced_at=time.time(),
                 syncd_version=__version__,
             )
+            await asyncio.to_thread(store.flush, staging)
             store.publish(staging, desired.run_id, owned=manifest is not None)
             published = True
             store.write_manifest(new_manifest)
+            resume.clear()
+        except asyncio.CancelledError:
+            # Stopped (SIGTERM): keep what is on disk so the next start fetches only the rest.
+            # Nothing half-built is ever published: it stays in staging.
+            interrupted = True
+            raise
         finally:
-            if not published:
-                # Shielded: a cancelled sync (SIGTERM) still leaves no staging debris behind.
-                await asyncio.shield(asyncio.to_thread(store.discard, staging))
+            if not published and not interrupted:
+                # A failed build is not trusted: start clean next time. Shielded from
+                # cancellation so it always completes.
+                await asyncio.shield(asyncio.to_thread(_discard_build, store, staging, resume))
         self._metrics.downloaded_files.labels(target=target).inc(len(to_fetch))
         self._metrics.reused_files.labels(target=target).inc(len(reusable))
         unverified = [entry for entry in new_manifest.unverified if entry.path not in reusable]
@@ -241,3 +256,19 @@ def _reusable_entries(
         if stat.st_size == entry.size:
             reusable[obj.path] = replace(entry, mtime_ns=stat.st_mtime_ns)
     return reusable
+
+
+def _prune(staging: Path, wanted: set[str]) -> None:
+    """Delete files under `staging` that are not in `wanted` (relative paths), and the
+    folders that leaves empty (children come before their parents in reverse order)."""
+    for path in sorted(staging.rglob("*"), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.relative_to(staging).as_posix() not in wanted:
+            path.unlink()
+
+
+def _discard_build(store: LocalStore, staging: Path, resume: ResumeState) -> None:
+    store.discard(staging)
+    resume.clear()

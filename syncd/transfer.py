@@ -38,6 +38,7 @@ from syncd.errors import (
 from syncd.manifest import FileEntry, RemoteObject
 from syncd.mlflow_proxy import MlflowArtifactProxy
 from syncd.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
+from syncd.resume import ResumeState
 from syncd.s3 import RetryableError, S3Location, S3ObjectStore, retry_reason
 from syncd.settings import S3Settings
 
@@ -112,10 +113,14 @@ def _hash_span(fd: int, hasher: Hasher, start: int, end: int, block: int) -> Non
         position += len(data)
 
 
-def open_preallocated(path: Path, size: int) -> int:
-    """A new file of `size` bytes reserved on disk; a full disk fails here, before any GET."""
+def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
+    """A file of `size` bytes reserved on disk; a full disk fails here, before any GET.
+
+    `keep` opens what a killed attempt left (resume) instead of starting empty.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)  # read back by OrderedHasher
+    flags = os.O_RDWR | os.O_CREAT | (0 if keep else os.O_TRUNC)  # read back by OrderedHasher
+    fd = os.open(path, flags, 0o644)
     try:
         if size > 0:
             try:
@@ -202,8 +207,12 @@ class Downloader:
         obj: RemoteObject,
         dest: Path,
         progress: Progress,
+        resume: ResumeState | None = None,
     ) -> FileEntry:
-        """Download one object to `dest`, verified; a mismatch is retried, then raised."""
+        """Download one object to `dest`, verified; a mismatch is retried, then raised.
+
+        With `resume`, ranges a previous (killed) attempt completed are not fetched again.
+        """
         attempts = 2
         for attempt in range(1, attempts + 1):
             reported = 0
@@ -214,9 +223,11 @@ class Downloader:
                 progress(count)
 
             try:
-                return await self._download_s3_once(store, location, obj, dest, report)
+                return await self._download_s3_once(
+                    store, location, obj, dest, report, resume if attempt == 1 else None
+                )
             except ChecksumMismatchError:
-                progress(-reported)  # the whole file is fetched again
+                progress(-reported)  # the whole file is fetched again, trusting nothing
                 self._observer.checksum_failed(obj.path)
                 if attempt == attempts:
                     raise
@@ -229,6 +240,7 @@ class Downloader:
         obj: RemoteObject,
         dest: Path,
         progress: Progress,
+        resume: ResumeState | None,
     ) -> FileEntry:
         multipart_etag_listed = obj.etag is not None and "-" in obj.etag
         if obj.size <= self._settings.part_size and not multipart_etag_listed:
@@ -248,7 +260,17 @@ class Downloader:
             upload_part_size=facts.first_part_size,
             aligned=check.needs_aligned_parts,
         )
-        fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
+        part_map = None
+        if resume is not None:
+            identity = {
+                "etag": facts.etag,
+                "size": facts.size,
+                "ranges": [len(ranges), ranges[0].length if ranges else 0],
+            }
+            part_map = await asyncio.to_thread(resume.for_file, obj.path, identity)
+        already = part_map.done() if part_map is not None and dest.exists() else set()
+        fd = await asyncio.to_thread(open_preallocated, dest, facts.size, bool(already))
+        loop = asyncio.get_running_loop()
         try:
             part_hashers: dict[Range, Hasher] = {}
             ordered = None
@@ -257,9 +279,27 @@ class Downloader:
                 ordered = OrderedHasher(fd, new_hasher(check.algorithm), facts.size, self._executor)
 
             async def fetch(byte_range: Range) -> None:
-                hasher = await self._fetch_range(
-                    store, location, byte_range, facts.etag, fd, check, progress
-                )
+                hasher: Hasher | None
+                if (byte_range.start, byte_range.end) in already:
+                    # On disk from a killed attempt: hash it from disk, fetch nothing.
+                    hasher = _range_hasher(check)
+                    if hasher is not None:
+                        await loop.run_in_executor(
+                            self._executor,
+                            _hash_span,
+                            fd,
+                            hasher,
+                            byte_range.start,
+                            byte_range.end,
+                            4 << 20,
+                        )
+                    progress(byte_range.length)
+                else:
+                    hasher = await self._fetch_range(
+                        store, location, byte_range, facts.etag, fd, check, progress
+                    )
+                    if part_map is not None:
+                        await asyncio.to_thread(part_map.mark, byte_range.start, byte_range.end)
                 if hasher is not None:
                     part_hashers[byte_range] = hasher
                 if ordered is not None:
@@ -272,7 +312,6 @@ class Downloader:
                     whole_digest = group.create_task(ordered.run()) if ordered else None
             except BaseExceptionGroup as failed:
                 raise primary_error(failed) from failed
-            await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
         candidates = _candidates(
@@ -304,7 +343,6 @@ class Downloader:
                         fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
                         try:
                             await self._stream(body.read, fd, 0, facts.size, hasher, progress)
-                            await asyncio.to_thread(os.fsync, fd)
                         finally:
                             os.close(fd)
                 finally:
@@ -326,13 +364,7 @@ class Downloader:
         progress: Progress,
     ) -> Hasher | None:
         async def attempt() -> Hasher | None:
-            hasher: Hasher | None = None
-            if check.method in ("full-crc", "crc-parts"):
-                assert check.algorithm is not None
-                hasher = CrcHasher(check.algorithm)
-            elif check.method in ("composite", "multipart-etag"):
-                assert check.algorithm is not None
-                hasher = new_hasher(check.algorithm)
+            hasher = _range_hasher(check)
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
@@ -443,7 +475,6 @@ class Downloader:
                     try:
                         async with proxy.get(path) as stream:
                             await self._stream(stream.read, fd, 0, obj.size, hasher, progress)
-                        await asyncio.to_thread(os.fsync, fd)
                     finally:
                         os.close(fd)
                 finally:
@@ -461,6 +492,17 @@ class Downloader:
             "MD5 recorded for later verification",
             verified_at=time.time(),
         )
+
+
+def _range_hasher(check: CheckPlan) -> Hasher | None:
+    """The hasher each range feeds for this check (None: nothing per range)."""
+    if check.algorithm is None:
+        return None
+    if check.method in ("full-crc", "crc-parts"):
+        return CrcHasher(check.algorithm)
+    if check.method in ("composite", "multipart-etag"):
+        return new_hasher(check.algorithm)
+    return None
 
 
 def _check_same_object(location: S3Location, obj: RemoteObject, facts: ObjectFacts) -> None:

@@ -244,7 +244,8 @@ def test_sigterm_mid_download_exits_cleanly(
     assert process.returncode == 0, output.decode()
     assert b"stopped" in output
     assert not (root / published.parent_run_id).exists()
-    assert list(staging.iterdir()) == []
+    # what was fetched stays in staging for the next start to resume; nothing else
+    assert [p.name for p in staging.iterdir()] == [f"{published.parent_run_id}.resume"]
 
 
 def test_json_logs_are_one_object_per_line(mlflow_server: Any, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ repair without downtime, retention, and one writer per root."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -382,3 +383,57 @@ def test_two_daemons_one_root_and_a_killed_writer_taken_over(
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+def test_a_killed_sync_resumes_without_refetching_finished_parts(
+    mlflow_server: Any, faults: FaultyS3Proxy, tmp_path: Path
+) -> None:
+    name = unique_name()
+    published = publish(mlflow_server.url, tmp_path, name, shard_mib=(24,))
+    root = tmp_path / "llm-models"
+    config = write_config(
+        tmp_path / "syncd.yaml",
+        {
+            "targets": [
+                {"name": "prod", "root": str(root), "alias": "production", "models": [name]}
+            ],
+            "http": {"enabled": False},
+            "mlflow": {"tracking_uri": mlflow_server.url},
+            "s3": {"endpoint_url": faults.url, "part_size": "4MiB", "max_concurrency": 2},
+        },
+    )
+    shard = "model-00001-of-00001.safetensors"
+    faults.faults.slow[shard] = 0.02
+    first = start_process(config, tmp_path / "first.log")
+    parts = root / ".syncd" / "parts" / published.parent_run_id
+    try:
+        # killed (no chance to clean up) once a few ranges are on disk and recorded
+        wait_until(
+            lambda: any(len(json.loads(p.read_text())["done"]) >= 2 for p in parts.glob("*.json")),
+            "some parts done",
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    (part_map,) = parts.glob("*.json")
+    done = {(a, b) for a, b in json.loads(part_map.read_text())["done"]}
+    assert not (root / published.parent_run_id).exists()
+    faults.faults.slow.clear()
+    faults.faults.ranges.clear()
+    second = start_process(config, tmp_path / "second.log")
+    try:
+        wait_until(lambda: (root / published.parent_run_id / shard).exists(), "resumed sync")
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    fetched = {header for path, header in faults.faults.ranges if path.endswith(shard) and header}
+    skipped = {f"bytes={a}-{b - 1}" for a, b in done}
+    assert fetched  # the rest was fetched...
+    assert not fetched & skipped  # ...and nothing that was already on disk
+    assert len(fetched) + len(skipped) == 3  # 24 MiB: ranges are the 8 MiB upload parts
+    manifest = manifest_of(root, published.parent_run_id)
+    assert {e.verified_by for e in manifest.files if e.path == shard} == {"crc32-composite"}
+    assert not parts.exists()
+    assert list((root / ".syncd" / "staging").iterdir()) == []

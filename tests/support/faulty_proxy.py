@@ -30,6 +30,7 @@ class Faults:
     delay_seconds: float = 0.0
     slow: dict[str, float] = field(default_factory=dict)  # path substring -> delay per 64 KiB
     gets: Counter[str] = field(default_factory=Counter)
+    ranges: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header) of GETs
 
     def take(self, table: dict[str, int], path: str) -> bool:
         for needle, remaining in table.items():
@@ -45,6 +46,7 @@ class Faults:
         self.delay_seconds = 0.0
         self.slow.clear()
         self.gets.clear()
+        self.ranges.clear()
 
 
 class FaultyS3Proxy:
@@ -93,6 +95,7 @@ class FaultyS3Proxy:
         )
         if is_object_get:
             self.faults.gets[path] += 1
+            self.faults.ranges.append((path, request.headers.get("Range", "")))
             if self.faults.take(self.faults.server_error, path):
                 return web.Response(
                     status=503,
