@@ -12,15 +12,20 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 
 def main(command: list[str]) -> int:
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    # stderr goes to a file, not a pipe: a tool that writes more than a pipe holds (mlflow's
+    # progress bar over 2,000 files) would block on a pipe nobody reads until it exits.
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
     print(
         json.dumps(
