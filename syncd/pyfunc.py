@@ -45,8 +45,13 @@ class LlmFromDataset(PythonModel):
 
     def predict(
         self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
-    ) -> list[Any]:
-        """Generate for each prompt (or, without transformers, list the folder's files)."""
+    ) -> list[str]:
+        """The generated text for each prompt (or, without transformers, the folder's files).
+
+        A concrete return type lets MLflow infer the output schema (`list[Any]` makes it warn
+        at every log_model).
+        """
         if self.pipeline is None:
             return sorted(str(path.relative_to(self.folder)) for path in self.folder.rglob("*"))
-        return [self.pipeline(prompt, **(params or {})) for prompt in model_input]
+        outputs = [self.pipeline(prompt, **(params or {})) for prompt in model_input]
+        return [str(output[0]["generated_text"]) for output in outputs]
