@@ -191,6 +191,18 @@ class Daemon:
         """Ask for a registry poll now (a webhook, SIGHUP)."""
         self._wake.set()
 
+    def webhook_received(self, description: str) -> None:
+        """A verified MLflow webhook delivery: note it for people and poll now."""
+        log.info("webhook: %s: polling the registry now", description)
+        self.metrics.webhooks.labels(result="accepted").inc()
+        self._event("info", "webhook", description)
+        self.wake()
+
+    def webhook_rejected(self, reason: str) -> None:
+        """A delivery that failed its check: counted and logged, nothing else happens."""
+        log.warning("webhook refused: %s", reason)
+        self.metrics.webhooks.labels(result="rejected").inc()
+
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -128,8 +128,10 @@ class MlflowServer(EmbeddedServer):
         default_artifact_root: str | None = None,
         artifacts_destination: str | None = None,
         name: str = "mlflow",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(log_dir, name)
+        self._extra_env = extra_env or {}
         self._db = log_dir / f"{name}.sqlite"
         self._s3_endpoint = s3_endpoint
         self._default_artifact_root = default_artifact_root
@@ -165,4 +167,5 @@ class MlflowServer(EmbeddedServer):
             AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", "testing"),
             AWS_DEFAULT_REGION=env.get("AWS_DEFAULT_REGION", "us-east-1"),
         )
+        env.update(self._extra_env)
         return env

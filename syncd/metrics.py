@@ -148,7 +148,15 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.webhooks = Counter(
+            "syncd_webhooks",
+            "MLflow webhook deliveries, by result: accepted (a poll was woken) or rejected.",
+            ["result"],
+            registry=r,
+        )
         self.build = Info("syncd_build", "syncd version.", registry=r)
+        for result in ("accepted", "rejected"):
+            self.webhooks.labels(result=result)
         for reason in RETRY_REASONS:
             self.request_retries.labels(reason=reason)
         self.build.info({"version": __version__})

@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -157,6 +158,9 @@ class HttpSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8888, ge=0, le=65535)
     enabled: bool = True
+    # The secret MLflow webhooks are created with; /webhooks/mlflow refuses every delivery
+    # while it is unset (an unsigned endpoint would let anyone drive registry polls).
+    webhook_secret: SecretStr | None = None
 
 
 class Settings(BaseSettings):

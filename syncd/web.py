@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import __version__
 from syncd.daemon import Daemon
+from syncd.webhook import WebhookRejectedError, check_delivery, describe_delivery
 
 __all__ = ["build_app", "serve"]
 
@@ -168,6 +169,33 @@ def render_page(snapshot: dict[str, Any], now: float | None = None) -> str:
 </body></html>"""
 
 
+# A delivery's body is a small JSON object; anything larger is not from MLflow.
+_MAX_WEBHOOK_BODY = 1 << 20
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    """MLflow's signed webhooks: a verified delivery wakes the reconciler for a poll now."""
+    daemon = request.app[DAEMON]
+    secret = daemon.settings.http.webhook_secret
+    if secret is None:
+        daemon.webhook_rejected("http.webhook_secret is not set")
+        return web.json_response(
+            {"error": "webhooks are off: set http.webhook_secret (SYNCD_HTTP__WEBHOOK_SECRET)"},
+            status=403,
+        )
+    if (request.content_length or 0) > _MAX_WEBHOOK_BODY:
+        daemon.webhook_rejected(f"body of {request.content_length} bytes")
+        return web.json_response({"error": "body too large"}, status=413)
+    body = await request.read()
+    try:
+        check_delivery(secret.get_secret_value(), request.headers, body, time.time())
+    except WebhookRejectedError as exc:
+        daemon.webhook_rejected(exc.reason)
+        return web.json_response({"error": str(exc)}, status=401)
+    daemon.webhook_received(describe_delivery(body))
+    return web.json_response({"accepted": True})
+
+
 async def _page(request: web.Request) -> web.Response:
     return web.Response(text=render_page(request.app[DAEMON].snapshot()), content_type="text/html")
 
@@ -180,6 +208,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/api/status", _status)
+    app.router.add_post("/webhooks/mlflow", _webhook)
     return app
 
 

@@ -58,9 +58,21 @@ def s3_client(moto_server: MotoServer):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def mlflow_server(moto_server: MotoServer, server_logs: Path) -> Iterator[MlflowServer]:
-    """Runs record s3:// artifact URIs; clients read and write S3 directly."""
+    """Runs record s3:// artifact URIs; clients read and write S3 directly.
+
+    Webhooks may target loopback over http (MLflow allows only public https by default), and
+    the webhook list is cached for 1 s instead of 60 so a webhook a test creates fires at once.
+    """
     server = MlflowServer(
-        server_logs, moto_server.url, default_artifact_root=f"s3://{BUCKET}/artifacts"
+        server_logs,
+        moto_server.url,
+        default_artifact_root=f"s3://{BUCKET}/artifacts",
+        extra_env={
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": "c3luY2Qtd2ViaG9vay10ZXN0cy1vbmx5LWtleS0zMmI=",
+        },
     )
     server.start()
     yield server
