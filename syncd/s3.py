@@ -29,6 +29,7 @@ __all__ = [
     "RetryableError",
     "S3Location",
     "S3ObjectStore",
+    "check_content_range",
     "parse_s3_uri",
     "retry_reason",
 ]
@@ -160,6 +161,9 @@ class S3ObjectStore:
             # syncd verifies every byte itself as it streams; a second CRC in botocore would
             # only cost CPU.
             response_checksum_validation="when_required",
+            # Presigned URLs (the threaded range reader's) need SigV4, which every S3 and
+            # S3-compatible server takes; botocore would presign S3 with SigV2 by default.
+            signature_version="s3v4",
         )
         session = get_session()
         async with session.create_client(
@@ -214,6 +218,18 @@ class S3ObjectStore:
             raise translate(exc, f"HEAD {location.uri}") from exc
         return facts_from_headers(response)
 
+    async def presign_get(self, location: S3Location, expires: int = 3600) -> str:
+        """A presigned GET URL for the object (valid `expires` seconds), for the range reader."""
+        try:
+            url: str = await self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": location.bucket, "Key": location.prefix},
+                ExpiresIn=expires,
+            )
+        except Exception as exc:
+            raise translate(exc, f"presigning {location.uri}") from exc
+        return url
+
     @asynccontextmanager
     async def get(
         self, location: S3Location, byte_range: Range | None, etag: str | None
@@ -239,7 +255,12 @@ class S3ObjectStore:
         body = response["Body"]
         try:
             if byte_range is not None:
-                _check_content_range(location.uri, response, byte_range)
+                check_content_range(
+                    location.uri,
+                    response.get("ContentRange"),
+                    int(response.get("ContentLength", -1)),
+                    byte_range,
+                )
                 yield None, _Body(body, location.uri)
             else:
                 yield facts_from_headers(response), _Body(body, location.uri)
@@ -267,9 +288,14 @@ class _Body:
             raise translate(exc, f"reading GET {self._uri}") from exc
 
 
-def _check_content_range(uri: str, response: dict[str, Any], byte_range: Range) -> None:
-    content_range = response.get("ContentRange")
-    length = int(response.get("ContentLength", -1))
+def check_content_range(
+    uri: str, content_range: str | None, length: int, byte_range: Range
+) -> None:
+    """A ranged response must carry exactly the bytes asked for (RetryableError if not).
+
+    Some servers answer a ranged GET with 200 and a correct Content-Range (rclone); without
+    one, the length must match.
+    """
     if content_range:
         match = _CONTENT_RANGE.match(content_range)
         if not match or (int(match.group(1)), int(match.group(2)) + 1) != (

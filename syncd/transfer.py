@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 import aiohttp
 from botocore.exceptions import BotoCoreError
 
+from syncd.blocking_get import Abort, BlockingRangeReader
 from syncd.checksum import (
     CrcHasher,
     Hasher,
@@ -46,6 +47,9 @@ __all__ = ["Downloader", "NullObserver", "TransferObserver", "backoff_delay"]
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
+
+_READ_TIMEOUT = 60.0  # seconds without a byte before a request is given up (and retried)
+_URL_RENEW_AFTER = 900.0  # presigned URLs live an hour; renew after a quarter of it
 
 # Errors that a fresh attempt can cure: connection resets, timeouts, 5xx, short bodies.
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -205,9 +209,21 @@ class Downloader:
         self._executor = ThreadPoolExecutor(
             max_workers=max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="syncd-io"
         )
+        # Each pump thread holds one request for the whole range, so there are as many as
+        # requests may be in flight.
+        self._reader = (
+            BlockingRangeReader(settings.chunk_size, _READ_TIMEOUT, settings.ca_bundle)
+            if settings.threaded_reads
+            else None
+        )
+        self._pumps = ThreadPoolExecutor(
+            max_workers=settings.max_concurrency, thread_name_prefix="syncd-get"
+        )
+        self._urls: dict[str, tuple[str, float]] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pumps.shutdown(wait=False, cancel_futures=True)
 
     # ---- S3 ---------------------------------------------------------------------------------
 
@@ -379,15 +395,81 @@ class Downloader:
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
-                    async with store.get(location, byte_range, etag) as (_, body):
-                        await self._stream(
-                            body.read, fd, byte_range.start, byte_range.length, hasher, progress
+                    if self._reader is not None:
+                        await self._pump_range(
+                            self._reader, store, location, byte_range, etag, fd, hasher, progress
                         )
+                    else:
+                        async with store.get(location, byte_range, etag) as (_, body):
+                            await self._stream(
+                                body.read,
+                                fd,
+                                byte_range.start,
+                                byte_range.length,
+                                hasher,
+                                progress,
+                            )
                 finally:
                     self._observer.in_flight(-1)
             return hasher
 
         return await self._retrying(f"GET {location.uri} {byte_range.header}", attempt)
+
+    async def _pump_range(
+        self,
+        reader: BlockingRangeReader,
+        store: S3ObjectStore,
+        location: S3Location,
+        byte_range: Range,
+        etag: str,
+        fd: int,
+        hasher: Hasher | None,
+        progress: Progress,
+    ) -> None:
+        """One ranged GET read by a pump thread; progress and metrics stay on the loop."""
+        loop = asyncio.get_running_loop()
+        url = await self._presigned(store, location)
+        abort = Abort()
+        reported = 0
+
+        def account(count: int) -> None:
+            progress(count)
+            self._observer.bytes_downloaded(count)
+
+        def write(data: memoryview, offset: int) -> None:
+            # In the pump thread: pwrite and the hashers release the GIL.
+            nonlocal reported
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], offset + done)
+            if hasher is not None:
+                hasher.update(data)
+            reported += len(data)
+            loop.call_soon_threadsafe(account, len(data))
+
+        future = loop.run_in_executor(
+            self._pumps, reader.read_range, url, byte_range, etag, write, abort
+        )
+        try:
+            await _until_thread_done(future, abort)
+        except BaseException:
+            # The retry fetches these bytes again. The thread has stopped, and its progress
+            # callbacks were queued before its result, so they have all run by now.
+            progress(-reported)
+            raise
+
+    async def _presigned(self, store: S3ObjectStore, location: S3Location) -> str:
+        """A presigned URL per object, renewed well before it expires (valid 1 h)."""
+        now = time.monotonic()
+        cached = self._urls.get(location.uri)
+        if cached is not None and now - cached[1] < _URL_RENEW_AFTER:
+            return cached[0]
+        url = await store.presign_get(location, expires=3600)
+        self._urls = {
+            uri: entry for uri, entry in self._urls.items() if now - entry[1] < _URL_RENEW_AFTER
+        }
+        self._urls[location.uri] = (url, now)
+        return url
 
     async def _stream(
         self,
@@ -503,6 +585,27 @@ class Downloader:
             "MD5 recorded for later verification",
             verified_at=time.time(),
         )
+
+
+async def _until_thread_done(future: asyncio.Future[None], abort: Abort) -> None:
+    """Await a pump thread; when cancelled, stop it and still wait for it to finish.
+
+    The thread writes into a file descriptor that the caller closes once this returns: it
+    must never outlive the await, even when the await is cancelled (SIGTERM, a sibling part
+    failing). `abort` shuts its socket down, so the wait is short.
+    """
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        abort()
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                continue
+        if not future.cancelled():
+            future.exception()  # the thread's "aborted": expected, and not worth a log line
+        raise
 
 
 def _range_hasher(check: CheckPlan) -> Hasher | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from syncd.blocking_get import BlockingRangeReader
 from syncd.errors import ChecksumMismatchError, ObjectChangedError, RetriesExceededError
 from syncd.manifest import FileEntry, RemoteObject
 from syncd.metrics import Metrics
@@ -24,10 +27,25 @@ from tests.conftest import BUCKET
 from tests.support.faulty_proxy import FaultyS3Proxy
 
 MiB = 1 << 20
+# Ranged GETs are read by pump threads (the default) or streamed through aiobotocore (behind an
+# HTTP proxy, or with s3.threaded_reads off): fault handling must hold for both.
+BOTH_READ_PATHS = pytest.mark.parametrize("threaded_reads", [True, False], ids=["threads", "aio"])
 
 
 async def no_sleep(_: float) -> None:
     return None
+
+
+class Received:
+    """A progress callback that remembers what arrived and signals the first bytes."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.first = asyncio.Event()
+
+    def __call__(self, count: int) -> None:
+        self.counts.append(count)
+        self.first.set()
 
 
 def put(
@@ -129,12 +147,15 @@ async def test_size_only_mode_is_recorded(moto_server: Any, tmp_path: Path) -> N
     assert "s3.verify" in entry.note
 
 
-async def test_corrupted_part_is_retried_and_counted(faults: FaultyS3Proxy, tmp_path: Path) -> None:
+@BOTH_READ_PATHS
+async def test_corrupted_part_is_retried_and_counted(
+    faults: FaultyS3Proxy, tmp_path: Path, threaded_reads: bool
+) -> None:
     data = os.urandom(11 * MiB)
     key = put(faults.url, data, multipart=True)
     faults.faults.corrupt[key] = 1
     metrics = Metrics()
-    entry = await download(faults.url, key, tmp_path / "x", metrics)
+    entry = await download(faults.url, key, tmp_path / "x", metrics, threaded_reads=threaded_reads)
     assert (tmp_path / "x").read_bytes() == data
     assert entry.verified_by == "crc32-composite"
     assert metrics.registry.get_sample_value("syncd_checksum_failures_total") == 1
@@ -154,8 +175,9 @@ async def test_persistent_corruption_is_never_accepted(
     assert metrics.registry.get_sample_value("syncd_checksum_failures_total") == 2
 
 
+@BOTH_READ_PATHS
 async def test_server_errors_and_cut_bodies_are_retried(
-    faults: FaultyS3Proxy, tmp_path: Path
+    faults: FaultyS3Proxy, tmp_path: Path, threaded_reads: bool
 ) -> None:
     data = os.urandom(10 * MiB)
     key = put(faults.url, data, multipart=True)
@@ -163,7 +185,9 @@ async def test_server_errors_and_cut_bodies_are_retried(
     faults.faults.truncate[key] = 1
     metrics = Metrics()
     # three faults may all land on one range: give each range room for them
-    await download(faults.url, key, tmp_path / "x", metrics, max_attempts=5)
+    await download(
+        faults.url, key, tmp_path / "x", metrics, max_attempts=5, threaded_reads=threaded_reads
+    )
     assert (tmp_path / "x").read_bytes() == data
     retries = sum(
         sample.value
@@ -175,11 +199,15 @@ async def test_server_errors_and_cut_bodies_are_retried(
     assert retries >= 3
 
 
-async def test_retries_run_out_with_a_clear_error(faults: FaultyS3Proxy, tmp_path: Path) -> None:
-    key = put(faults.url, os.urandom(1 * MiB))
+@BOTH_READ_PATHS
+async def test_retries_run_out_with_a_clear_error(
+    faults: FaultyS3Proxy, tmp_path: Path, threaded_reads: bool
+) -> None:
+    # 9 MiB multipart: ranged GETs, so the read path under test is the one that fails.
+    key = put(faults.url, os.urandom(9 * MiB), multipart=True)
     faults.faults.server_error[key] = -1
     with pytest.raises(RetriesExceededError, match="failed after 3 attempts"):
-        await download(faults.url, key, tmp_path / "x")
+        await download(faults.url, key, tmp_path / "x", threaded_reads=threaded_reads)
 
 
 async def test_object_replaced_during_download_fails_loudly(
@@ -198,5 +226,80 @@ async def test_object_replaced_during_download_fails_loudly(
                 await downloader.download_s3(
                     store, S3Location(BUCKET, key), listed, tmp_path / "x", lambda _: None
                 )
+        finally:
+            downloader.close()
+
+
+@BOTH_READ_PATHS
+async def test_object_replaced_mid_download_fails_on_if_match(
+    faults: FaultyS3Proxy, s3_client: Any, tmp_path: Path, threaded_reads: bool
+) -> None:
+    """Replaced after the HEAD, while ranges are being read: If-Match makes the next one fail."""
+    key = put(faults.url, os.urandom(12 * MiB), multipart=True)  # parts of 5, 5 and 2 MiB
+    faults.faults.slow[key] = 0.02  # per 64 KiB: about 1.6 s per 5 MiB range
+    s3_settings = S3Settings(
+        endpoint_url=faults.url,
+        part_size=5 * MiB,
+        max_concurrency=1,  # one range at a time: the later ones start after the overwrite
+        threaded_reads=threaded_reads,
+    )
+    async with S3ObjectStore.open(s3_settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(s3_settings, sleep=no_sleep)
+        received = Received()
+        try:
+            task = asyncio.create_task(
+                downloader.download_s3(
+                    store, S3Location(BUCKET, key), listed, tmp_path / "x", received
+                )
+            )
+            await asyncio.wait_for(received.first.wait(), 60)
+            s3_client.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(12 * MiB))
+            with pytest.raises(ObjectChangedError):
+                await task
+        finally:
+            downloader.close()
+    assert sum(received.counts) < 12 * MiB  # nothing of the new version was taken as the old
+
+
+async def test_cancelled_download_leaves_no_thread_reading(
+    faults: FaultyS3Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a download is cancelled, no pump thread is still reading once the await returns.
+
+    The caller closes the file right after: a thread that outlived the await would write
+    into a closed, or worse a reused, file descriptor.
+    """
+    inside = Counter[str]()
+    original = BlockingRangeReader.read_range
+
+    def counted(self: BlockingRangeReader, *args: Any) -> None:
+        inside["now"] += 1
+        try:
+            original(self, *args)
+        finally:
+            inside["now"] -= 1
+
+    monkeypatch.setattr(BlockingRangeReader, "read_range", counted)
+    key = put(faults.url, os.urandom(12 * MiB), multipart=True)
+    faults.faults.slow[key] = 0.05  # a crawling link: the abort must not wait for it
+    s3_settings = S3Settings(endpoint_url=faults.url, part_size=4 * MiB, max_concurrency=4)
+    async with S3ObjectStore.open(s3_settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(s3_settings, sleep=no_sleep)
+        received = Received()
+        try:
+            task = asyncio.create_task(
+                downloader.download_s3(
+                    store, S3Location(BUCKET, key), listed, tmp_path / "x", received
+                )
+            )
+            await asyncio.wait_for(received.first.wait(), 60)
+            assert inside["now"] > 0  # ranges are being read by threads right now
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert inside["now"] == 0
+            assert sum(received.counts) == 0  # what was reported is taken back
         finally:
             downloader.close()
