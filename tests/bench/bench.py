@@ -8,8 +8,8 @@ directory cache, then times each tool several rounds and reports medians: MB/s, 
 syncd to each peer, CPU seconds and peak RSS of each process (os.wait4). The `verify` workload
 runs on moto, which computes CRCs and multipart ETags like S3 but rereads whole objects on every
 ranged GET: it measures the CPU cost of verification, never speed. Peers without verification
-are marked so. Before every timed run the previous output is deleted (this VM is slower writing
-into freshly freed memory, so the deletion happens right before, identically for every tool).
+are marked so. Before every timed run the previous output is deleted and the disk synced, the
+same for every tool (a tool that never flushes would otherwise bill its writeback to the next).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Measure:
     seconds: float
     cpu: float
     rss_mb: float
+    user: float = 0.0
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Row:
     @property
     def cpu(self) -> float:
         return statistics.median(m.cpu for m in self.measures)
+
+    @property
+    def user(self) -> float:
+        return statistics.median(m.user for m in self.measures)
 
     @property
     def rss(self) -> float:
@@ -103,7 +108,7 @@ def run_timed(command: list[str], env: dict[str, str]) -> Measure:
     result = json.loads(wrapper.stdout.strip().splitlines()[-1])
     if result["code"] != 0:
         raise RuntimeError(f"{command[0]} failed ({result['code']}): {result['stderr']}")
-    return Measure(result["seconds"], result["cpu"], result["rss_mb"])
+    return Measure(result["seconds"], result["cpu"], result["rss_mb"], result["user"])
 
 
 def upload_like_mlflow(
@@ -151,6 +156,11 @@ def commands(
             "syncd (verified)",
             "checksum",
             [sys.executable, "-m", "tests.bench.fetch", uri, str(root), RUN_ID, "checksum"],
+        ),
+        (
+            "syncd (size only, aio reads)",
+            "size",
+            [sys.executable, "-m", "tests.bench.fetch", uri, str(root), RUN_ID, "size", "aio"],
         ),
         (
             "s5cmd",
@@ -213,14 +223,26 @@ def physical(backing: Path, dest: Path) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def fresh_output(dest: Path) -> None:
+    """Delete the previous run's output and let the disk settle before the next timed run.
+
+    Tools that never flush (s5cmd, aws, boto3) leave gigabytes dirty; without the sync the
+    next tool in the rotation would pay for their writeback (seen: the same tool 6 s or 18 s
+    depending on what ran before it).
+    """
+    shutil.rmtree(dest, ignore_errors=True)
+    os.sync()
+    time.sleep(1)
+    dest.mkdir(parents=True)
+
+
 def measure_all(
     cases: list[tuple[str, str, list[str]]], dest: Path, env: dict[str, str], rounds: int
 ) -> list[Row]:
     rows = {name: Row(name, verified, []) for name, verified, _ in cases}
     for _ in range(rounds):
         for name, _, command in cases:
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
+            fresh_output(dest)
             rows[name].measures.append(run_timed(command, env))
             print(f"  {name}: {rows[name].measures[-1].seconds:.2f}s", flush=True)
     shutil.rmtree(dest, ignore_errors=True)
@@ -228,12 +250,14 @@ def measure_all(
 
 
 def table(title: str, rows: list[Row], total_bytes: int) -> str:
-    syncd = {row.tool: row for row in rows if row.tool.startswith("syncd")}
-    peers = [row for row in rows if not row.tool.startswith("syncd")]
+    # Ratio columns for syncd as shipped; its aio-reads row is a peer like the others.
+    syncd = {
+        row.tool: row for row in rows if row.tool.startswith("syncd") and "aio" not in row.tool
+    }
     head = (
         "| tool | verifies | MB/s | "
         + " | ".join(f"{s} vs it" for s in syncd)
-        + " | CPU s | peak RSS MB |"
+        + " | CPU s | of it user | peak RSS MB |"
     )
     lines = [f"### {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
@@ -243,9 +267,8 @@ def table(title: str, rows: list[Row], total_bytes: int) -> str:
         )
         lines.append(
             f"| {row.tool} | {row.verified} | {total_bytes / row.seconds / 1e6:.0f} | {ratios} | "
-            f"{row.cpu:.1f} | {row.rss:.0f} |"
+            f"{row.cpu:.1f} | {row.user:.1f} | {row.rss:.0f} |"
         )
-    del peers
     return "\n".join(lines) + "\n"
 
 
@@ -352,8 +375,7 @@ def verify_workload(work: Path, rounds: int, env: dict[str, str]) -> str:
             for mode in ("size", "checksum"):
                 measures = []
                 for _ in range(rounds):
-                    shutil.rmtree(dest, ignore_errors=True)
-                    dest.mkdir(parents=True)
+                    fresh_output(dest)
                     measures.append(
                         run_timed(
                             [

@@ -2,7 +2,8 @@
 
 The same path as `syncd sync` (Syncer.ensure: listing, ranged verified download, staging,
 manifest, atomic publish) minus the two registry calls that turn a model name into the prefix.
-Usage: python -m tests.bench.fetch S3_URI ROOT RUN_ID [size|checksum]
+Usage: python -m tests.bench.fetch S3_URI ROOT RUN_ID size|checksum [threads|aio]
+(`aio` streams ranged GETs through the event loop instead of pump threads, to compare the two)
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from syncd.runtime import open_runtime
 from syncd.settings import load_settings
 
 
-async def fetch(uri: str, root: Path, run_id: str, verify: str) -> None:
-    settings = load_settings(overrides={"s3": {"verify": verify}})
+async def fetch(uri: str, root: Path, run_id: str, verify: str, reads: str = "threads") -> None:
+    settings = load_settings(
+        overrides={"s3": {"verify": verify, "threaded_reads": reads == "threads"}}
+    )
     async with open_runtime(settings) as runtime:
         store = LocalStore(root)
         store.prepare()
@@ -31,4 +34,4 @@ async def fetch(uri: str, root: Path, run_id: str, verify: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(fetch(sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    asyncio.run(fetch(sys.argv[1], Path(sys.argv[2]), sys.argv[3], *sys.argv[4:6]))

@@ -32,6 +32,7 @@ def main(command: list[str]) -> int:
             {
                 "seconds": elapsed,
                 "cpu": usage.ru_utime + usage.ru_stime,
+                "user": usage.ru_utime,
                 "rss_mb": usage.ru_maxrss / 1024,
                 "code": code,
                 "stderr": stderr[-2000:],
