@@ -139,7 +139,8 @@ tr + tr td { border-top: 1px solid #f2f4f7; }
 .state { border-radius: 10px; padding: 1px 9px; font-size: 12px; white-space: nowrap; }
 .synced { background: #dcfae6; color: #067647; } .failed { background: #fee4e2; color: #b42318; }
 .syncing { background: #d1e9ff; color: #175cd3; } .pending, .standby { background: #f2f4f7; }
-.error { color: #b42318; } progress { width: 140px; vertical-align: middle; }
+.error { color: #b42318; overflow-wrap: anywhere; }
+progress { width: 140px; vertical-align: middle; }
 ul.events { list-style: none; padding: 0; margin: 0; }
 ul.events li { padding: 4px 0; border-top: 1px solid #f2f4f7; }
 li.error strong { color: #b42318; } li.warning strong { color: #b54708; }
