@@ -6,6 +6,7 @@ import asyncio
 import base64
 import errno
 import hashlib
+import logging
 import os
 import random
 import time
@@ -34,6 +35,7 @@ from syncd.errors import (
     LocalStoreError,
     ObjectChangedError,
     RetriesExceededError,
+    SourceError,
     primary_error,
 )
 from syncd.manifest import FileEntry, RemoteObject
@@ -46,6 +48,7 @@ from syncd.settings import S3Settings
 __all__ = ["Downloader", "NullObserver", "TransferObserver", "backoff_delay"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 _READ_TIMEOUT = 60.0  # seconds without a byte before a request is given up (and retried)
@@ -395,25 +398,43 @@ class Downloader:
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
-                    if self._reader is not None:
+                    if self._reader is None:
+                        await self._stream_range(
+                            store, location, byte_range, etag, fd, hasher, progress
+                        )
+                        return hasher
+                    try:
                         await self._pump_range(
                             self._reader, store, location, byte_range, etag, fd, hasher, progress
                         )
-                    else:
-                        async with store.get(location, byte_range, etag) as (_, body):
-                            await self._stream(
-                                body.read,
-                                fd,
-                                byte_range.start,
-                                byte_range.length,
-                                hasher,
-                                progress,
-                            )
+                    except SourceError as refused:
+                        # Refused before any byte (the status line): aiobotocore follows what
+                        # a presigned URL cannot, such as a redirect to the bucket's region,
+                        # and otherwise reports the refusal in its own words.
+                        log.info("threaded GET refused (%s); reading through aiobotocore", refused)
+                        hasher = _range_hasher(check)
+                        await self._stream_range(
+                            store, location, byte_range, etag, fd, hasher, progress
+                        )
                 finally:
                     self._observer.in_flight(-1)
             return hasher
 
         return await self._retrying(f"GET {location.uri} {byte_range.header}", attempt)
+
+    async def _stream_range(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        byte_range: Range,
+        etag: str,
+        fd: int,
+        hasher: Hasher | None,
+        progress: Progress,
+    ) -> None:
+        """One ranged GET streamed through the event loop (aiobotocore)."""
+        async with store.get(location, byte_range, etag) as (_, body):
+            await self._stream(body.read, fd, byte_range.start, byte_range.length, hasher, progress)
 
     async def _pump_range(
         self,

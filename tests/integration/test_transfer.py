@@ -303,3 +303,21 @@ async def test_cancelled_download_leaves_no_thread_reading(
             assert sum(received.counts) == 0  # what was reported is taken back
         finally:
             downloader.close()
+
+
+async def test_threaded_read_refused_by_the_server_falls_back_to_aiobotocore(
+    faults: FaultyS3Proxy, tmp_path: Path
+) -> None:
+    """A presigned GET refused outright (a region redirect, say) is read through aiobotocore."""
+    data = os.urandom(9 * MiB)
+    key = put(faults.url, data, multipart=True)
+    faults.faults.refuse_presigned[key] = -1
+    metrics = Metrics()
+    entry = await download(faults.url, key, tmp_path / "x", metrics)
+    assert (tmp_path / "x").read_bytes() == data
+    assert entry.verified_by == "crc32-composite"
+    # A refusal is no transient failure: nothing was counted as retried.
+    assert (
+        metrics.registry.get_sample_value("syncd_request_retries_total", {"reason": "other"}) == 0
+    )
+    assert sum(1 for _, range_ in faults.faults.ranges if range_) >= 2 * 2  # each range twice

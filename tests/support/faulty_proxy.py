@@ -29,6 +29,8 @@ class Faults:
     truncate: dict[str, int] = field(default_factory=dict)
     delay_seconds: float = 0.0
     slow: dict[str, float] = field(default_factory=dict)  # path substring -> delay per 64 KiB
+    # Refuse query-signed (presigned) GETs as S3 does a URL signed for another region.
+    refuse_presigned: dict[str, int] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)
     ranges: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header) of GETs
 
@@ -45,6 +47,7 @@ class Faults:
         self.truncate.clear()
         self.delay_seconds = 0.0
         self.slow.clear()
+        self.refuse_presigned.clear()
         self.gets.clear()
         self.ranges.clear()
 
@@ -96,6 +99,15 @@ class FaultyS3Proxy:
         if is_object_get:
             self.faults.gets[path] += 1
             self.faults.ranges.append((path, request.headers.get("Range", "")))
+            if "X-Amz-Signature" in request.query and self.faults.take(
+                self.faults.refuse_presigned, path
+            ):
+                return web.Response(
+                    status=400,
+                    body=b"<Error><Code>AuthorizationHeaderMalformed</Code>"
+                    b"<Message>the region 'us-east-1' is wrong</Message></Error>",
+                    content_type="application/xml",
+                )
             if self.faults.take(self.faults.server_error, path):
                 return web.Response(
                     status=503,
