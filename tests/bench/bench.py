@@ -168,6 +168,15 @@ def commands(
             [bins["s5cmd"], "--endpoint-url", endpoint, "cp", f"{uri}/*", f"{dest}/"],
         ),
         (
+            # syncd makes every file durable before it publishes; this is s5cmd held to that.
+            "s5cmd, then sync",
+            "none",
+            [
+                *("sh", "-c", '"$0" --endpoint-url "$1" cp "$2/*" "$3/" && sync'),
+                *(bins["s5cmd"], endpoint, uri, str(dest)),
+            ],
+        ),
+        (
             "aws s3 cp",
             "none",
             [
