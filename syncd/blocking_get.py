@@ -115,7 +115,7 @@ class BlockingRangeReader:
         try:
             try:
                 response = self._send(connection, target, byte_range, etag, abort)
-            except (ConnectionError, http.client.RemoteDisconnected):
+            except ConnectionError:  # RemoteDisconnected included
                 if not reused or abort.requested:
                     raise
                 # A kept-alive connection the server closed meanwhile: that is no failure of

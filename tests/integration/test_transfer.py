@@ -8,6 +8,8 @@ import io
 import os
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,25 @@ class Received:
     def __call__(self, count: int) -> None:
         self.counts.append(count)
         self.first.set()
+
+
+@asynccontextmanager
+async def downloading(
+    settings: S3Settings, key: str, dest: Path
+) -> AsyncIterator[tuple[asyncio.Task[FileEntry], Received]]:
+    """A download of `key` running in a task, yielded once its first bytes have arrived."""
+    async with S3ObjectStore.open(settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(settings, sleep=no_sleep)
+        received = Received()
+        try:
+            task = asyncio.create_task(
+                downloader.download_s3(store, S3Location(BUCKET, key), listed, dest, received)
+            )
+            await asyncio.wait_for(received.first.wait(), 60)
+            yield task, received
+        finally:
+            downloader.close()
 
 
 def put(
@@ -243,22 +264,10 @@ async def test_object_replaced_mid_download_fails_on_if_match(
         max_concurrency=1,  # one range at a time: the later ones start after the overwrite
         threaded_reads=threaded_reads,
     )
-    async with S3ObjectStore.open(s3_settings) as store:
-        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(s3_settings, sleep=no_sleep)
-        received = Received()
-        try:
-            task = asyncio.create_task(
-                downloader.download_s3(
-                    store, S3Location(BUCKET, key), listed, tmp_path / "x", received
-                )
-            )
-            await asyncio.wait_for(received.first.wait(), 60)
-            s3_client.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(12 * MiB))
-            with pytest.raises(ObjectChangedError):
-                await task
-        finally:
-            downloader.close()
+    async with downloading(s3_settings, key, tmp_path / "x") as (task, received):
+        s3_client.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(12 * MiB))
+        with pytest.raises(ObjectChangedError):
+            await task
     assert sum(received.counts) < 12 * MiB  # nothing of the new version was taken as the old
 
 
@@ -284,25 +293,13 @@ async def test_cancelled_download_leaves_no_thread_reading(
     key = put(faults.url, os.urandom(12 * MiB), multipart=True)
     faults.faults.slow[key] = 0.05  # a crawling link: the abort must not wait for it
     s3_settings = S3Settings(endpoint_url=faults.url, part_size=4 * MiB, max_concurrency=4)
-    async with S3ObjectStore.open(s3_settings) as store:
-        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(s3_settings, sleep=no_sleep)
-        received = Received()
-        try:
-            task = asyncio.create_task(
-                downloader.download_s3(
-                    store, S3Location(BUCKET, key), listed, tmp_path / "x", received
-                )
-            )
-            await asyncio.wait_for(received.first.wait(), 60)
-            assert inside["now"] > 0  # ranges are being read by threads right now
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert inside["now"] == 0
-            assert sum(received.counts) == 0  # what was reported is taken back
-        finally:
-            downloader.close()
+    async with downloading(s3_settings, key, tmp_path / "x") as (task, received):
+        assert inside["now"] > 0  # ranges are being read by threads right now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert inside["now"] == 0
+        assert sum(received.counts) == 0  # what was reported is taken back
 
 
 async def test_threaded_read_refused_by_the_server_falls_back_to_aiobotocore(
