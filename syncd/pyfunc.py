@@ -9,7 +9,7 @@ from typing import Any
 
 from mlflow.pyfunc.model import PythonModel
 
-from syncd.ids import is_run_id
+from syncd.core.ids import is_run_id
 
 __all__ = ["LlmFromDataset", "model_folder"]
 

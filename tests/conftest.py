@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from syncd.embedded import MlflowServer, MotoServer
+from syncd.app.embedded import MlflowServer, MotoServer
 from tests.support.faulty_proxy import FaultyS3Proxy
 
 BUCKET = "mlflow"

@@ -34,7 +34,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from syncd.embedded import MotoServer, free_port
+from syncd.app.embedded import MotoServer, free_port
 
 MiB = 1 << 20
 KEY, SECRET = "benchkey", "benchsecret"

@@ -12,9 +12,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from syncd.localstore import LocalStore
-from syncd.registry import DesiredModel, ModelVersionRef
-from syncd.runtime import open_runtime
+from syncd.app.runtime import open_runtime
+from syncd.local.store import LocalStore
+from syncd.remote.registry import DesiredModel, ModelVersionRef
 from syncd.settings import load_settings
 
 

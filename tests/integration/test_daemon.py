@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from syncd.daemon import Key, WorkQueue
-from syncd.embedded import free_port
+from syncd.app.embedded import free_port
+from syncd.reconcile.daemon import Key, WorkQueue
 from tests.support.daemon import WAIT, eventually, fetch, get, running, sample, write_config
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
@@ -222,7 +222,7 @@ def test_sigterm_mid_download_exits_cleanly(
     )
     env = dict(os.environ)
     process = subprocess.Popen(
-        [sys.executable, "-m", "syncd.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "syncd.app.cli", "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -269,7 +269,7 @@ def test_json_logs_are_one_object_per_line(mlflow_server: Any, tmp_path: Path) -
         },
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "syncd.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "syncd.app.cli", "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -287,5 +287,7 @@ def test_json_logs_are_one_object_per_line(mlflow_server: Any, tmp_path: Path) -
     lines = err.decode().splitlines()
     records = [json.loads(line) for line in lines]  # every line parses
     assert {"time", "level", "logger", "message"} <= set(records[0])
-    assert any(r["logger"] == "syncd.daemon" and "in place" in r["message"] for r in records)
+    assert any(
+        r["logger"] == "syncd.reconcile.daemon" and "in place" in r["message"] for r in records
+    )
     assert records[-1]["message"] == "stopped"

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncd.embedded import free_port
-from syncd.manifest import Manifest
+from syncd.app.embedded import free_port
+from syncd.core.manifest import Manifest
 
 
 def test_demo_once_publishes_and_syncs_the_sample_model(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_demo_once_publishes_and_syncs_the_sample_model(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SYNCD_"))}
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "syncd.cli", "demo", "--once"),
+            *(sys.executable, "-m", "syncd.app.cli", "demo", "--once"),
             *("--port", str(free_port()), "--workdir", str(tmp_path)),
         ],
         env=env,

@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 import pytest
 
-from syncd.cli import main
+from syncd.app.cli import main
 from syncd.pyfunc import model_folder
 from tests.support.models import publish, unique_name
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from syncd.cli import main
-from syncd.embedded import free_port
-from syncd.lock import RootLock
-from syncd.manifest import Manifest
+from syncd.app.cli import main
+from syncd.app.embedded import free_port
+from syncd.core.manifest import Manifest
+from syncd.local.lock import RootLock
 from tests.support.daemon import (
     eventually,
     fetch,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from syncd.embedded import free_port
+from syncd.app.embedded import free_port
 from tests.support.daemon import WAIT, eventually, fetch, running, sample
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name

@@ -9,8 +9,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from syncd.app.runtime import open_runtime
 from syncd.errors import RegistryError, ResolutionError
-from syncd.runtime import open_runtime
 from syncd.settings import TargetSettings
 from tests.support.models import publish, publish_without_context, unique_name
 from tests.support.runtime import make_settings
@@ -133,7 +133,7 @@ async def test_deleted_parent_run_refused(mlflow_server: Any, tmp_path: Path) ->
 
 
 async def test_registry_down_is_one_clear_error(moto_server: Any) -> None:
-    from syncd.embedded import free_port
+    from syncd.app.embedded import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     async with open_runtime(make_settings(dead)) as runtime:

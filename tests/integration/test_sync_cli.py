@@ -12,8 +12,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from syncd.cli import main
-from syncd.manifest import Manifest
+from syncd.app.cli import main
+from syncd.core.manifest import Manifest
 from tests.conftest import BUCKET
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
@@ -193,7 +193,7 @@ def test_full_disk_is_refused_before_downloading(
     name = unique_name()
     publish(os.environ["MLFLOW_TRACKING_URI"], tmp_path, name)
     real = shutil.disk_usage
-    env.setattr("syncd.localstore.shutil.disk_usage", lambda p: real(p)._replace(free=1024))
+    env.setattr("syncd.local.store.shutil.disk_usage", lambda p: real(p)._replace(free=1024))
     root = tmp_path / "llm-models"
     assert sync(root, name, "--alias", "production") == 1
     assert "not enough space" in last_line(capsys.readouterr().err)
@@ -212,7 +212,7 @@ def test_disk_filling_up_mid_sync_publishes_nothing(
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd, offset, length)
 
-    env.setattr("syncd.transfer.os.posix_fallocate", fallocate)
+    env.setattr("syncd.transfer.engine.os.posix_fallocate", fallocate)
     root = tmp_path / "llm-models"
     assert sync(root, name, "--alias", "production") == 1
     assert "no space left" in last_line(capsys.readouterr().err)
@@ -220,7 +220,7 @@ def test_disk_filling_up_mid_sync_publishes_nothing(
 
 
 def test_registry_down(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from syncd.embedded import free_port
+    from syncd.app.embedded import free_port
 
     env.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     assert sync(tmp_path / "root", "M", "--alias", "production") == 1
@@ -230,7 +230,7 @@ def test_registry_down(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_s3_down(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from syncd.embedded import free_port
+    from syncd.app.embedded import free_port
 
     name = unique_name()
     publish(os.environ["MLFLOW_TRACKING_URI"], tmp_path, name)

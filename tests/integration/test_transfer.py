@@ -18,13 +18,13 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from syncd.blocking_get import BlockingRangeReader
+from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.errors import ChecksumMismatchError, ObjectChangedError, RetriesExceededError
-from syncd.manifest import FileEntry, RemoteObject
 from syncd.metrics import Metrics
-from syncd.s3 import S3Location, S3ObjectStore
+from syncd.remote.s3 import S3Location, S3ObjectStore
 from syncd.settings import S3Settings
-from syncd.transfer import Downloader
+from syncd.transfer.blocking_get import BlockingRangeReader
+from syncd.transfer.engine import Downloader
 from tests.conftest import BUCKET
 from tests.support.faulty_proxy import FaultyS3Proxy
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from syncd.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from syncd.app.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.support.daemon import WAIT, eventually, running, sample
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings

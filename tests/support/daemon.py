@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from syncd.daemon import Daemon
+from syncd.app.runtime import open_runtime
+from syncd.app.web import serve
 from syncd.metrics import Metrics
-from syncd.runtime import open_runtime
+from syncd.reconcile.daemon import Daemon
 from syncd.settings import Settings
-from syncd.web import serve
 
 WAIT = 120.0  # generous upper bound for a wait loop; never a timed assertion
 
@@ -91,7 +91,7 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
 def start_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`syncd run --config FILE` as a real child process, output to `log`."""
     return subprocess.Popen(
-        [sys.executable, "-m", "syncd.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "syncd.app.cli", "run", "--config", str(config)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from syncd.embedded import free_port
+from syncd.app.embedded import free_port
 
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from syncd.demo import write_sample_model
+from syncd.app.demo import write_sample_model
 from syncd.publish import Layout, PublishedModel, publish_model
 
 

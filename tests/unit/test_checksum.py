@@ -7,7 +7,7 @@ from awscrt import checksums as crt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.checksum import (
+from syncd.core.checksum import (
     Algorithm,
     CrcHasher,
     combine_crcs,

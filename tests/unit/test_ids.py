@@ -1,7 +1,7 @@
 import pytest
 
+from syncd.core.ids import is_run_id, safe_relative_path
 from syncd.errors import UnsafeKeyError
-from syncd.ids import is_run_id, safe_relative_path
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-from syncd.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
+from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
 
 RUN = "a" * 32
 

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.checksum import Algorithm
-from syncd.plan import ObjectFacts, choose_check, plan_ranges, unquote_etag
+from syncd.core.checksum import Algorithm
+from syncd.core.plan import ObjectFacts, choose_check, plan_ranges, unquote_etag
 
 MD5 = "5d41402abc4b2a76b9719d911017c592"
 

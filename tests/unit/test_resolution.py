@@ -1,7 +1,7 @@
 import pytest
 
+from syncd.core.resolution import parse_model_context, resolve_parent_run
 from syncd.errors import ResolutionError
-from syncd.resolution import parse_model_context, resolve_parent_run
 
 PARENT = "a" * 32
 OTHER = "b" * 32

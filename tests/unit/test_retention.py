@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.retention import Unwanted, select_removals
+from syncd.core.retention import Unwanted, select_removals
 
 
 def unwanted(run: str, since: float, *models: str) -> Unwanted:

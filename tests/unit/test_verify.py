@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from awscrt import checksums as crt
 
-from syncd.checksum import Algorithm, composite_checksum, encode_crc, multipart_etag
-from syncd.lock import RootLock
-from syncd.manifest import FileEntry
-from syncd.verify import RateLimiter, verify_entry
+from syncd.core.checksum import Algorithm, composite_checksum, encode_crc, multipart_etag
+from syncd.core.manifest import FileEntry
+from syncd.local.lock import RootLock
+from syncd.local.verify import RateLimiter, verify_entry
 
 DATA = os.urandom(3 * 1000 + 17)
 PART = 1000
@@ -93,7 +93,7 @@ def test_watcher_restarts_after_its_thread_fails(tmp_path: Path) -> None:
 
     from watchdog.utils import BaseThread
 
-    from syncd.watch import RootWatcher
+    from syncd.local.watch import RootWatcher
 
     class Exploding(BaseThread):
         def run(self) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
-from syncd.webhook import (
+from syncd.app.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

@@ -19,8 +19,7 @@ from typing import Protocol, TypeVar
 import aiohttp
 from botocore.exceptions import BotoCoreError
 
-from syncd.blocking_get import Abort, BlockingRangeReader
-from syncd.checksum import (
+from syncd.core.checksum import (
     CrcHasher,
     Hasher,
     checksums_match,
@@ -30,6 +29,8 @@ from syncd.checksum import (
     multipart_etag,
     new_hasher,
 )
+from syncd.core.manifest import FileEntry, RemoteObject
+from syncd.core.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
 from syncd.errors import (
     ChecksumMismatchError,
     LocalStoreError,
@@ -38,12 +39,11 @@ from syncd.errors import (
     SourceError,
     primary_error,
 )
-from syncd.manifest import FileEntry, RemoteObject
-from syncd.mlflow_proxy import MlflowArtifactProxy
-from syncd.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
-from syncd.resume import ResumeState
-from syncd.s3 import RetryableError, S3Location, S3ObjectStore, retry_reason
+from syncd.remote.mlflow_proxy import MlflowArtifactProxy
+from syncd.remote.s3 import RetryableError, S3Location, S3ObjectStore, retry_reason
 from syncd.settings import S3Settings
+from syncd.transfer.blocking_get import Abort, BlockingRangeReader
+from syncd.transfer.resume import ResumeState
 
 __all__ = ["Downloader", "NullObserver", "TransferObserver", "backoff_delay"]
 

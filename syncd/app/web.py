@@ -10,8 +10,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import __version__
-from syncd.daemon import Daemon
-from syncd.webhook import WebhookRejectedError, check_delivery, describe_delivery
+from syncd.app.webhook import WebhookRejectedError, check_delivery, describe_delivery
+from syncd.reconcile.daemon import Daemon
 
 __all__ = ["build_app", "serve"]
 

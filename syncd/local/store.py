@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from syncd.core.ids import is_run_id
+from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError
-from syncd.ids import is_run_id
-from syncd.manifest import Manifest
-from syncd.resume import ResumeState
+from syncd.transfer.resume import ResumeState
 
 __all__ = ["LocalStore", "exchange_paths"]
 

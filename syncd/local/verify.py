@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.checksum import (
+from syncd.core.checksum import (
     Algorithm,
     CrcHasher,
     Hasher,
@@ -18,7 +18,7 @@ from syncd.checksum import (
     multipart_etag,
     new_hasher,
 )
-from syncd.manifest import FileEntry, Manifest
+from syncd.core.manifest import FileEntry, Manifest
 
 __all__ = ["FileProblem", "RateLimiter", "verify_entry", "verify_manifest"]
 

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from syncd import __version__
+from syncd.app.logs import configure_logging
+from syncd.core.ids import is_run_id
 from syncd.errors import ConfigError, LocalStoreError, SyncdError
-from syncd.ids import is_run_id
-from syncd.localstore import LocalStore
-from syncd.lock import RootLock
-from syncd.logs import configure_logging
-from syncd.registry import DesiredModel
+from syncd.local.lock import RootLock
+from syncd.local.store import LocalStore
+from syncd.reconcile.syncer import Syncer, SyncProgress
+from syncd.remote.registry import DesiredModel
 from syncd.settings import Settings, load_settings
-from syncd.syncer import Syncer, SyncProgress
 
 __all__ = ["main"]
 
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.runtime import open_runtime
+    from syncd.app.runtime import open_runtime
 
     async def sync() -> int:
         async with open_runtime(settings) as runtime:
@@ -205,9 +205,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.manifest import differences
+    from syncd.core.manifest import differences
+    from syncd.local.verify import RateLimiter, verify_manifest
     from syncd.settings import parse_size
-    from syncd.verify import RateLimiter, verify_manifest
 
     store = LocalStore(args.root)
     if not args.root.is_dir():
@@ -244,7 +244,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _listings(settings: Settings, store: LocalStore, run_ids: list[str]) -> dict[str, Any]:
-    from syncd.source import Sources
+    from syncd.remote.source import Sources
 
     found = {}
     async with Sources.open(settings) as sources:
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(getattr(args, "config", None))
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
-            from syncd.service import run_service
+            from syncd.app.service import run_service
 
             asyncio.run(run_service(settings))
             return 0
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "publish":
             return _publish(args, settings)
         if args.command == "demo":
-            from syncd.demo import run_demo
+            from syncd.app.demo import run_demo
 
             return run_demo(args.workdir, args.port, args.once)
     except ConfigError as exc:

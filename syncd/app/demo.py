@@ -10,9 +10,9 @@ from pathlib import Path
 
 import boto3
 
-from syncd.embedded import MlflowServer, MotoServer
+from syncd.app.embedded import MlflowServer, MotoServer
+from syncd.app.service import run_service
 from syncd.publish import publish_model
-from syncd.service import run_service
 from syncd.settings import load_settings
 
 __all__ = ["run_demo", "write_sample_model"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from syncd.checksum import Algorithm
+from syncd.core.checksum import Algorithm
 
 __all__ = ["CheckPlan", "ObjectFacts", "Range", "choose_check", "plan_ranges", "unquote_etag"]
 

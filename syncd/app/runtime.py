@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from syncd.metrics import Metrics
-from syncd.registry import MlflowRegistry
+from syncd.reconcile.syncer import Syncer
+from syncd.remote.registry import MlflowRegistry
+from syncd.remote.source import Sources
 from syncd.settings import Settings
-from syncd.source import Sources
-from syncd.syncer import Syncer
-from syncd.transfer import Downloader
+from syncd.transfer.engine import Downloader
 
 __all__ = ["Runtime", "open_runtime"]
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from syncd.core.retention import Unwanted, select_removals
 from syncd.errors import SyncdError
-from syncd.localstore import LocalStore
-from syncd.lock import RootLock
+from syncd.local.lock import RootLock
+from syncd.local.store import LocalStore
+from syncd.local.verify import RateLimiter, verify_manifest
+from syncd.local.watch import RootWatcher
 from syncd.metrics import FolderCollector, Metrics
-from syncd.registry import DesiredModel, DesiredState, Registry
-from syncd.retention import Unwanted, select_removals
+from syncd.reconcile.syncer import Syncer, SyncProgress
+from syncd.remote.registry import DesiredModel, DesiredState, Registry
 from syncd.settings import Settings, TargetSettings
-from syncd.syncer import Syncer, SyncProgress
-from syncd.verify import RateLimiter, verify_manifest
-from syncd.watch import RootWatcher
 
 __all__ = ["Daemon", "Key", "WorkQueue"]
 

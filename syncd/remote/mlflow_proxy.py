@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 import aiohttp
 
+from syncd.core.manifest import RemoteObject
 from syncd.errors import SourceError
-from syncd.manifest import RemoteObject
-from syncd.s3 import RetryableError, retry_reason
+from syncd.remote.s3 import RetryableError, retry_reason
 from syncd.settings import MlflowSettings
 
 __all__ = ["MlflowArtifactProxy"]

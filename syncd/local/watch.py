@@ -13,7 +13,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.utils import BaseThread
 
-from syncd.ids import is_run_id
+from syncd.core.ids import is_run_id
 
 __all__ = ["RootWatcher"]
 

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from syncd.core.resolution import Basis, parse_model_context, resolve_parent_run
 from syncd.errors import RegistryError, ResolutionError, SyncdError
-from syncd.resolution import Basis, parse_model_context, resolve_parent_run
 from syncd.settings import ResolutionSettings, TargetSettings
 
 __all__ = [

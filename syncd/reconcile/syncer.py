@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 from syncd import __version__
+from syncd.core.ids import safe_relative_path
+from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
 from syncd.errors import SourceError, UnsafeKeyError, primary_error
-from syncd.ids import safe_relative_path
-from syncd.localstore import LocalStore
-from syncd.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
+from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
-from syncd.registry import DesiredModel
-from syncd.resume import ResumeState
-from syncd.source import Sources
-from syncd.transfer import Downloader
+from syncd.remote.registry import DesiredModel
+from syncd.remote.source import Sources
+from syncd.transfer.engine import Downloader
+from syncd.transfer.resume import ResumeState
 
 __all__ = ["SyncOutcome", "SyncProgress", "Syncer", "check_listing"]
 

@@ -18,10 +18,10 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from syncd.checksum import Algorithm
+from syncd.core.checksum import Algorithm
+from syncd.core.manifest import RemoteObject
+from syncd.core.plan import ObjectFacts, Range, unquote_etag
 from syncd.errors import ChecksumMismatchError, ObjectChangedError, SourceError, TransferError
-from syncd.manifest import RemoteObject
-from syncd.plan import ObjectFacts, Range, unquote_etag
 from syncd.settings import S3Settings
 
 __all__ = [

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from syncd.core.ids import is_run_id
 from syncd.errors import ResolutionError
-from syncd.ids import is_run_id
 
 __all__ = ["ParentRun", "parse_model_context", "resolve_parent_run"]
 

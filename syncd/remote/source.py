@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.errors import SourceError
-from syncd.manifest import FileEntry, RemoteObject
-from syncd.mlflow_proxy import MlflowArtifactProxy
-from syncd.resume import ResumeState
-from syncd.s3 import RetryableError, S3Location, S3ObjectStore, parse_s3_uri
+from syncd.remote.mlflow_proxy import MlflowArtifactProxy
+from syncd.remote.s3 import RetryableError, S3Location, S3ObjectStore, parse_s3_uri
 from syncd.settings import Settings
-from syncd.transfer import Downloader, Progress, backoff_delay
+from syncd.transfer.engine import Downloader, Progress, backoff_delay
+from syncd.transfer.resume import ResumeState
 
 __all__ = ["ProxiedLocation", "Sources", "locate"]
 

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from syncd.core.plan import Range
 from syncd.errors import ObjectChangedError, SourceError
-from syncd.plan import Range
-from syncd.s3 import RetryableError, check_content_range
+from syncd.remote.s3 import RetryableError, check_content_range
 
 __all__ = ["Abort", "BlockingRangeReader"]
 

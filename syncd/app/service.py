@@ -6,12 +6,12 @@ import asyncio
 import logging
 import signal
 
-from syncd.daemon import Daemon
+from syncd.app.runtime import open_runtime
+from syncd.app.web import serve
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
-from syncd.runtime import open_runtime
+from syncd.reconcile.daemon import Daemon
 from syncd.settings import Settings
-from syncd.web import serve
 
 __all__ = ["run_service"]
 

@@ -1,0 +1,1 @@
+"""The dataset root on disk: layout, staging, manifests, atomic swap, lock, verify, watch."""

@@ -1,0 +1,1 @@
+"""The download engine: ranged reads in parallel, hashed in order, resumable."""
