@@ -8,6 +8,7 @@ __all__ = [
     "LocalStoreError",
     "ObjectChangedError",
     "RegistryError",
+    "RegistryNotFoundError",
     "ResolutionError",
     "RetriesExceededError",
     "SourceError",
@@ -30,11 +31,20 @@ class RegistryError(SyncdError):
     """The MLflow registry could not be read (down, refused, unknown model)."""
 
 
-class ResolutionError(RegistryError):
-    """A model version cannot be resolved to a parent run we are willing to sync."""
+class RegistryNotFoundError(RegistryError):
+    """The registry answered that the model, version or run does not exist."""
 
-    def __init__(self, model: str, version: str, reason: str) -> None:
-        super().__init__(f"{model} version {version}: {reason}")
+
+class ResolutionError(RegistryError):
+    """A model version cannot be resolved to a parent run we are willing to sync.
+
+    `version` is None when the failure comes before a version is known (no such model or
+    alias), so messages never show a placeholder.
+    """
+
+    def __init__(self, model: str, version: str | None, reason: str) -> None:
+        where = f"{model} version {version}" if version is not None else model
+        super().__init__(f"{where}: {reason}")
         self.model = model
         self.version = version
         self.reason = reason

@@ -17,6 +17,8 @@ __all__ = ["FOLDER_STATES", "HEAL_REASONS", "FolderCollector", "Metrics"]
 FOLDER_STATES = ("pending", "syncing", "synced", "failed", "standby")
 HEAL_REASONS = ("missing_folder", "missing_file", "size", "mtime", "checksum")
 
+_POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 _DURATION_BUCKETS = (0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
 
@@ -34,7 +36,7 @@ class Metrics:
         )
         self.sync_duration = Histogram(
             "syncd_sync_duration_seconds",
-            "Time to ensure a run folder (downloads included).",
+            "Time to sync a run folder that needed bytes (no-op checks are not observed).",
             ["target"],
             buckets=_DURATION_BUCKETS,
             registry=r,
@@ -83,8 +85,21 @@ class Metrics:
         )
         self.registry_poll_duration = Histogram(
             "syncd_registry_poll_duration_seconds",
-            "Time to read what a target wants from the registry.",
+            "Time to read what a target wants from the registry (one listing for all targets).",
             ["target"],
+            buckets=_POLL_BUCKETS,
+            registry=r,
+        )
+        self.registry_requests = Counter(
+            "syncd_registry_requests",
+            "Calls made to the MLflow registry (listings, lookups, resolutions).",
+            registry=r,
+        )
+        self.alias_to_ready = Histogram(
+            "syncd_alias_to_ready_seconds",
+            "From the registry pointer moving to a version to its folder in place.",
+            ["target"],
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.resolution_errors = Gauge(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from datetime import timedelta
@@ -92,11 +93,16 @@ class TargetSettings(_Strict):
     stage: str | None = None
     models: list[str] = Field(min_length=1)
     artifact_path: str = "model"
+    # Aliases synced ahead of time into the same root (e.g. [staging, candidate]): a later
+    # promotion to one of their versions costs no bytes. Never reported as serving.
+    prefetch: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _alias_xor_stage(self) -> TargetSettings:
         if (self.alias is None) == (self.stage is None):
             raise ValueError("set exactly one of alias or stage")
+        if self.alias is not None and self.alias in self.prefetch:
+            raise ValueError(f"prefetch repeats the serving alias {self.alias!r}")
         return self
 
     @field_validator("artifact_path")
@@ -147,7 +153,19 @@ class MlflowSettings(_Strict):
     token: str | None = None
     username: str | None = None
     password: str | None = None
+    # Per request, and how often MLflow's client retries one: a daemon polls again anyway,
+    # so it fails fast instead of MLflow's default minutes of retries.
     timeout: Seconds = 30.0
+    max_retries: int = Field(default=2, ge=0, le=20)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _http_uri(cls, value: str | None) -> str | None:
+        # Anything else (a path, sqlite:///) would make MLflow's client create a local store
+        # in the working directory: never what a deployer meant.
+        if value is not None and not value.startswith(("http://", "https://", "databricks")):
+            raise ValueError(f"must be the MLflow server's http(s):// URL, got {value!r}")
+        return value.rstrip("/") if value else value
 
 
 class ResolutionSettings(_Strict):
@@ -194,6 +212,9 @@ class Settings(BaseSettings):
     gc_grace: Seconds = 3600.0
     keep_previous: int = Field(default=1, ge=0, le=100)
     lock_retry_interval: Seconds = 5.0
+    # How often each folder in place is compared with its source's listing (the only S3
+    # requests an idle daemon makes), spread over the interval rather than all at once.
+    remote_check_interval: Seconds = 3600.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -229,6 +250,8 @@ def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
         ("token", "MLFLOW_TRACKING_TOKEN"),
         ("username", "MLFLOW_TRACKING_USERNAME"),
         ("password", "MLFLOW_TRACKING_PASSWORD"),
+        ("timeout", "MLFLOW_HTTP_REQUEST_TIMEOUT"),
+        ("max_retries", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
     ):
         if environ.get(variable):
             mlflow[key] = environ[variable]
@@ -256,21 +279,72 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
+_STANDARD_VARIABLES = {
+    ("mlflow", "tracking_uri"): "MLFLOW_TRACKING_URI",
+    ("mlflow", "timeout"): "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ("mlflow", "max_retries"): "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    ("s3", "endpoint_url"): "MLFLOW_S3_ENDPOINT_URL",
+}
+
+
+def _source_of(location: tuple[Any, ...], environ: dict[str, str], file: str | None) -> str:
+    """Where the value at `location` came from: a SYNCD_ variable wins, as it does in loading."""
+    upper = {name.upper() for name in environ}
+    parts = [str(part).upper() for part in location]
+    for length in range(len(parts), 0, -1):
+        name = "SYNCD_" + "__".join(parts[:length])
+        if name in upper:
+            return f"environment variable {name}"
+    head = tuple(str(part) for part in location[:2])
+    standard = _STANDARD_VARIABLES.get((head[0], head[1])) if len(head) == 2 else None
+    if standard and environ.get(standard) and file is None:
+        return f"environment variable {standard}"
+    return file or "settings"
+
+
+def _describe(error: ValidationError, file: str | None, environ: dict[str, str]) -> str:
+    # An unknown key explains the "field required" that a typo also causes: report it first.
+    problems = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = problems[0]
+    location = tuple(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden" and location:
+        parent, key = location[:-1], str(location[-1])
         message = "unknown key"
-    more = len(error.errors()) - 1
+        known = _known_keys(parent)
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+    where = ".".join(str(part) for part in location) or "(top level)"
+    more = len(problems) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {location}: {message}{suffix}"
+    return f"{_source_of(tuple(first['loc']), environ, file)}: {where}: {message}{suffix}"
+
+
+def _known_keys(location: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at a location of the settings tree (for "did you mean")."""
+    model: type[BaseModel] = Settings
+    for part in location:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return list(model.model_fields)
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from the standard variables, then the YAML file, then overrides, then SYNCD_*."""
-    data = _standard_environment(dict(os.environ))
-    source = "environment"
+    environ = dict(os.environ)
+    data = _standard_environment(environ)
+    source: str | None = None
     if path is not None:
         source = str(path)
         try:
@@ -296,4 +370,4 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+        raise ConfigError(_describe(exc, source, environ)) from exc

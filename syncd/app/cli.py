@@ -30,6 +30,49 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 
 
+def _port(text: str) -> int:
+    """A TCP port number for argparse: 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+def _version_number(text: str) -> str:
+    """A registered model version: a positive whole number, as MLflow numbers them."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"not a model version: {text!r} (versions are numbers: 1, 2, ...)"
+        )
+    return str(int(text))
+
+
+def _rate(text: str) -> int:
+    """A read rate for argparse: bytes per second, e.g. 200MiB."""
+    from syncd.settings import parse_size
+
+    try:
+        rate = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if rate <= 0:
+        raise argparse.ArgumentTypeError("the rate must be above 0")
+    return rate
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("seconds cannot be negative")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
@@ -45,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--model", required=True, help="registered model name")
     pointer = sync.add_mutually_exclusive_group(required=True)
     pointer.add_argument("--alias", help="registry alias, e.g. production")
-    pointer.add_argument("--version", dest="model_version", help="model version number")
+    pointer.add_argument(
+        "--version", dest="model_version", type=_version_number, help="model version number"
+    )
     sync.add_argument(
         "--root", type=Path, required=True, help="dataset folder, e.g. .../llm-models"
     )
@@ -56,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--no-progress", action="store_true", help="no progress bar")
     sync.add_argument(
         "--lock-timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         help="seconds to wait while another syncd writes the root (default 60; 0: do not wait)",
     )
@@ -67,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--remote", action="store_true", help="also compare manifests with the source listing"
     )
-    verify.add_argument("--rate", default=None, help="read at most this per second, e.g. 200MiB")
+    verify.add_argument(
+        "--rate", type=_rate, default=None, help="read at most this per second, e.g. 200MiB"
+    )
     verify.add_argument("--config", type=Path, help="YAML config file (s3, mlflow)")
 
     status = commands.add_parser("status", help="list the run folders syncd keeps under a root")
@@ -85,14 +132,24 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--config", type=Path, help="YAML config file (mlflow.tracking_uri)")
 
     demo = commands.add_parser("demo", help="embedded MLflow + S3 + a sample model + the daemon")
-    demo.add_argument("--port", type=int, default=8888)
-    demo.add_argument("--workdir", type=Path, help="where to keep the demo's files")
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="the status page's port (default 8888, or SYNCD_HTTP__PORT)",
+    )
+    demo.add_argument("--workdir", type=Path, help="where to keep the demo's files (kept on exit)")
     demo.add_argument("--once", action="store_true", help="exit after the first complete pass")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the scratch folder on exit (for a look)"
+    )
     return parser
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.app.runtime import open_runtime
+    from syncd.app.runtime import open_runtime, require_registry
+
+    require_registry(settings)
 
     async def sync() -> int:
         async with open_runtime(settings) as runtime:
@@ -166,11 +223,16 @@ async def _sync_locked(
     return 0
 
 
+def _existing_root(root: Path) -> Path:
+    if root.is_symlink() or not root.is_dir():
+        what = "a symlink" if root.is_symlink() else "not a folder" if root.exists() else "missing"
+        raise SyncdError(f"{root} is {what}: give the dataset folder that holds the run folders")
+    return root
+
+
 def _status(args: argparse.Namespace) -> int:
-    store = LocalStore(args.root)
+    store = LocalStore(_existing_root(args.root))
     rows: list[dict[str, Any]] = []
-    if not args.root.is_dir():
-        raise SyncdError(f"{args.root} is not a folder")
     for child in sorted(args.root.iterdir()):
         if child.name.startswith(".") or not child.is_dir():
             continue
@@ -188,6 +250,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    if not rows:
+        print(f"no run folders under {args.root}", file=sys.stderr)
     for row in rows:
         if not row["managed"]:
             print(f"{row['run_id']}  not created by syncd (left alone)")
@@ -207,13 +271,12 @@ def _status(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.core.manifest import differences
     from syncd.local.verify import RateLimiter, verify_manifest
-    from syncd.settings import parse_size
 
-    store = LocalStore(args.root)
-    if not args.root.is_dir():
-        raise SyncdError(f"{args.root} is not a folder")
+    store = LocalStore(_existing_root(args.root))
     run_ids = args.run_ids or [m.run_id for m in store.manifests_on_disk()]
-    limiter = RateLimiter(parse_size(args.rate) if args.rate else None)
+    for run_id in run_ids:
+        store.run_dir(run_id)  # a run id that is not 32 hex characters stops here
+    limiter = RateLimiter(args.rate)
     bad = 0
     listings: dict[str, Any] = {}
     if args.remote:
@@ -283,8 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(getattr(args, "config", None))
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
-            from syncd.app.service import run_service
+            from syncd.app.runtime import require_registry
+            from syncd.app.service import check_port_free, run_service
 
+            require_registry(settings)
+            if settings.http.enabled:
+                check_port_free(settings.http.host, settings.http.port, "http.port")
             asyncio.run(run_service(settings))
             return 0
         if args.command == "sync":
@@ -298,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from syncd.app.demo import run_demo
 
-            return run_demo(args.workdir, args.port, args.once)
+            port = args.port if args.port is not None else settings.http.port
+            return run_demo(args.workdir, port, args.once, keep=args.keep)
     except ConfigError as exc:
         print(f"syncd: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

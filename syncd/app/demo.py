@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
+import shutil
+import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
-import boto3
-
-from syncd.app.embedded import MlflowServer, MotoServer
-from syncd.app.service import run_service
-from syncd.publish import publish_model
-from syncd.settings import load_settings
+from syncd.app.service import check_port_free
+from syncd.errors import SyncdError
 
 __all__ = ["run_demo", "write_sample_model"]
 
 MODEL = "TinyLlama-MODEL"
+BUCKET = "mlflow"
+_DEMO_NEEDS = ("moto", "flask", "sqlalchemy")  # the servers: what mlflow-skinny leaves out
 
 
 def write_sample_model(folder: Path, shard_mib: tuple[int, ...] = (24, 6)) -> Path:
@@ -35,18 +39,71 @@ def write_sample_model(folder: Path, shard_mib: tuple[int, ...] = (24, 6)) -> Pa
     return folder
 
 
-def run_demo(workdir: Path | None, port: int, once: bool) -> int:
-    """Start everything on loopback, publish, point `production` at it, run the daemon."""
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="syncd-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+def _check_demo_extra() -> None:
+    missing = [name for name in _DEMO_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SyncdError(
+            "syncd demo runs an MLflow server and an S3 server, which the plain install leaves "
+            "out: pip install \".[demo]\" from a checkout (or 'syncd[demo]'); "
+            f"missing: {', '.join(missing)}"
+        )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _scratch(workdir: Path | None, keep: bool) -> Iterator[Path]:
+    """The given folder (left as it is), or a temporary one removed on exit unless `keep`."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="syncd-demo-"))
+    try:
+        yield scratch
+    finally:
+        if keep:
+            print(f"syncd demo: kept {scratch}", flush=True)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_demo(workdir: Path | None, port: int, once: bool, *, keep: bool = False) -> int:
+    """Start everything on loopback, publish, point `production` at it, run the daemon.
+
+    Fails before starting anything when the demo extra is missing or the port is taken;
+    SIGTERM and Ctrl-C at any moment stop every child process and remove the scratch folder.
+    """
+    _check_demo_extra()
+    check_port_free("127.0.0.1", port, "--port")
+    # Until the daemon's own handlers take over, SIGTERM unwinds like Ctrl-C, so the
+    # context managers below stop the servers instead of leaving them orphaned.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with _scratch(workdir, keep) as scratch:
+            return _run(scratch, port, once)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(workdir: Path, port: int, once: bool) -> int:
+    import boto3
+
+    from syncd.app.embedded import MlflowServer, MotoServer
+    from syncd.app.service import run_service
+    from syncd.publish import publish_model
+    from syncd.settings import load_settings
+
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     print(f"syncd demo: working in {workdir}", flush=True)
     with MotoServer(workdir / "logs") as s3_server:
-        boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="mlflow")
+        boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=BUCKET)
         with MlflowServer(
-            workdir / "logs", s3_server.url, default_artifact_root="s3://mlflow/artifacts"
+            workdir / "logs", s3_server.url, default_artifact_root=f"s3://{BUCKET}/artifacts"
         ) as mlflow_server:
             os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_server.url
             os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url

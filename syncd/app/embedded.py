@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class EmbeddedServer:
@@ -46,14 +54,24 @@ class EmbeddedServer:
     def start(self, timeout: float = 120.0) -> None:
         """Start the process and wait until it answers; raise with its log tail if it dies."""
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self._log_path.open("wb")
-        self._process = subprocess.Popen(
-            self.command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.environment(),
-            start_new_session=True,
-        )
+        with self._log_path.open("wb") as log:  # the child keeps its own descriptor
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_ready(timeout)
+        except BaseException:
+            # Interrupted (SIGTERM, Ctrl-C) or failed while starting: __exit__ will not run,
+            # so the process must not outlive this call.
+            self.stop()
+            raise
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -65,20 +83,22 @@ class EmbeddedServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.2)
-        self.stop()
         raise SyncdError(f"{self._name} did not answer within {timeout:.0f}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self._process is None:
+        """Stop the server and everything it started (its process group: uvicorn, workers)."""
+        process, self._process = self._process, None
+        if process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
+        # The server runs in a session of its own, so its group id is its pid; signalling the
+        # group also reaches the children it spawned, which would otherwise be orphaned.
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        _signal_group(process.pid, signal.SIGKILL)  # a child that outlived its parent
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -162,6 +182,8 @@ class MlflowServer(EmbeddedServer):
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
+            # No job runner: it spawns a consumer per queue (7 processes) that syncd never uses.
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             MLFLOW_S3_ENDPOINT_URL=self._s3_endpoint,
             AWS_ACCESS_KEY_ID=env.get("AWS_ACCESS_KEY_ID", "testing"),
             AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", "testing"),

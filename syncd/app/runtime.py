@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.reconcile.syncer import Syncer
 from syncd.remote.registry import MlflowRegistry
 from syncd.remote.source import Sources
-from syncd.settings import Settings
+from syncd.settings import MlflowSettings, Settings
 from syncd.transfer.engine import Downloader
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime", "open_runtime", "require_registry"]
+
+
+def require_registry(settings: Settings) -> str:
+    """The tracking URI, or one clear line: without it MLflow's client would quietly create a
+    store in the working directory and then report every model as missing."""
+    uri = settings.mlflow.tracking_uri
+    if not uri:
+        raise ConfigError(
+            "no MLflow registry configured: set MLFLOW_TRACKING_URI "
+            "(or mlflow.tracking_uri in --config) to the server's http(s):// URL"
+        )
+    return uri
+
+
+def _configure_mlflow_client(mlflow: MlflowSettings) -> None:
+    # MLflow's client takes its timeout, retries and credentials only from environment
+    # variables, so the settings are handed over here, in the one place that does it.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(mlflow.timeout))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(mlflow.max_retries)
+    for variable, value in (
+        ("MLFLOW_TRACKING_TOKEN", mlflow.token),
+        ("MLFLOW_TRACKING_USERNAME", mlflow.username),
+        ("MLFLOW_TRACKING_PASSWORD", mlflow.password),
+    ):
+        if value:
+            os.environ[variable] = value
 
 
 @dataclass
@@ -27,15 +55,20 @@ class Runtime:
 
     @property
     def registry(self) -> MlflowRegistry:
-        """Created on first use: importing MLflow costs about two seconds."""
+        """Created on first use: importing MLflow's client costs about a second."""
         if self._registry is None:
+            uri = require_registry(self.settings)
+            _configure_mlflow_client(self.settings.mlflow)
             sources = self.sources
 
             async def read_artifact(uri: str) -> bytes | None:
                 return await sources.read(sources.locate(uri))
 
             self._registry = MlflowRegistry(
-                self.settings.mlflow.tracking_uri, self.settings.resolution, read_artifact
+                uri,
+                self.settings.resolution,
+                read_artifact,
+                on_request=self.metrics.registry_requests.inc,
             )
         return self._registry
 

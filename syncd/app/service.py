@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 
 from syncd.app.runtime import open_runtime
 from syncd.app.web import serve
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, SyncdError
 from syncd.metrics import Metrics
 from syncd.reconcile.daemon import Daemon
 from syncd.settings import Settings
 
-__all__ = ["run_service"]
+__all__ = ["check_port_free", "run_service"]
 
 log = logging.getLogger(__name__)
+
+
+def _port_problem(host: str, port: int, exc: OSError, key: str) -> SyncdError:
+    if exc.errno == errno.EADDRINUSE:
+        return SyncdError(
+            f"port {port} on {host} is already in use (another syncd, or Jupyter?): "
+            f"choose another with {key}"
+        )
+    return SyncdError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (see {key})")
+
+
+def check_port_free(host: str, port: int, key: str) -> None:
+    """Fail at once, before any polling, when the HTTP port cannot be had.
+
+    Binds the way aiohttp will (SO_REUSEADDR), so a port in TIME_WAIT is not a false alarm.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise _port_problem(host, port, exc, key) from exc
 
 
 async def run_service(settings: Settings, *, exit_when_ready: bool = False) -> Daemon:
@@ -31,13 +58,18 @@ async def run_service(settings: Settings, *, exit_when_ready: bool = False) -> D
     metrics = Metrics()
     async with open_runtime(settings, metrics) as runtime:
         daemon = Daemon(settings, runtime.registry, runtime.syncer, metrics)
+        runner = None
+        if settings.http.enabled:
+            try:
+                runner = await serve(daemon, settings.http.host, settings.http.port)
+            except OSError as exc:  # taken between the check at start and now
+                raise _port_problem(
+                    settings.http.host, settings.http.port, exc, "http.port"
+                ) from exc
+            log.info("serving on http://%s:%d/", settings.http.host, settings.http.port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, daemon.wake)
-        runner = None
-        if settings.http.enabled:
-            runner = await serve(daemon, settings.http.host, settings.http.port)
-            log.info("serving on http://%s:%d/", settings.http.host, settings.http.port)
         work = asyncio.create_task(daemon.run(), name="syncd-daemon")
         waits = {work, asyncio.create_task(stop.wait())}
         if exit_when_ready:

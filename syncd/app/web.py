@@ -10,7 +10,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import __version__
-from syncd.app.webhook import WebhookRejectedError, check_delivery, describe_delivery
+from syncd.app.webhook import (
+    WebhookRejectedError,
+    check_delivery,
+    delivery_model,
+    describe_delivery,
+)
 from syncd.reconcile.daemon import Daemon
 
 __all__ = ["build_app", "serve"]
@@ -23,9 +28,9 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[DAEMON].ready.is_set():
-        return web.Response(text="ready\n")
-    return web.Response(status=503, text="first reconcile pass not finished\n")
+    readiness = request.app[DAEMON].readiness()
+    text = f"{readiness.state}: {readiness.detail}\n"
+    return web.Response(status=200 if readiness.ready else 503, text=text)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -68,14 +73,17 @@ def _folder_row(folder: dict[str, Any], now: float) -> str:
             f"{progress['bytes_per_second'] / 1e6:.1f} MB/s"
         )
     elif state == "failed":
-        detail = f'<span class="error">{html.escape(folder["error"] or "")}</span>'
+        detail = _short_error(folder["error"] or "")
     elif state == "synced":
         detail = f"checked {_ago(folder['updated_at'], now)}"
+        if folder.get("alias_to_ready_seconds") is not None:
+            detail += f" &middot; ready {folder['alias_to_ready_seconds']:.1f}s after the move"
     elif state == "standby":
         detail = "another process writes this root"
     cells = [
         f"<strong>{html.escape(folder['model'])}</strong>",
-        f"{html.escape(folder['selector'])} &rarr; v{html.escape(folder['version'])}",
+        f"{html.escape(folder['selector'])} &rarr; v{html.escape(folder['version'])}"
+        + (" <small>(pre-staged)</small>" if folder.get("role") == "prefetch" else ""),
         f"<code>{html.escape(folder['run_id'])}</code>",
         f'<span class="state {state}">{_STATE_LABEL.get(state, state)}</span>',
         detail,
@@ -83,20 +91,39 @@ def _folder_row(folder: dict[str, Any], now: float) -> str:
     return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
 
+_SHORT_ERROR = 160
+
+
+def _short_error(error: str) -> str:
+    """An error once, cut to a readable length; the whole text on hover (and in /api/status)."""
+    short = error if len(error) <= _SHORT_ERROR else error[: _SHORT_ERROR - 1] + "\u2026"
+    return f'<span class="error" title="{html.escape(error)}">{html.escape(short)}</span>'
+
+
 def _target_section(target: dict[str, Any], now: float) -> str:
     rows = "".join(_folder_row(folder, now) for folder in target["folders"])
     rows += "".join(
         f"<tr><td><strong>{html.escape(model)}</strong></td><td colspan=2></td>"
         f'<td><span class="state failed">unresolved</span></td>'
-        f'<td><span class="error">{html.escape(error)}</span></td></tr>'
+        f"<td>{_short_error(error)}</td></tr>"
         for model, error in target["unresolved"].items()
     )
     if not rows:
         patterns = ", ".join(html.escape(m) for m in target["models"])
-        rows = f'<tr><td colspan=5 class="muted">no model matching {patterns} has it set</td></tr>'
+        rows = (
+            '<tr><td colspan=5 class="muted">could not ask the registry yet</td></tr>'
+            if target["error"]
+            else f'<tr><td colspan=5 class="muted">no model matching {patterns} has '
+            f"{html.escape(target['selector'])}</td></tr>"
+        )
     notes = []
     if target["error"]:
-        notes.append(f'<p class="error">registry: {html.escape(target["error"])}</p>')
+        since = target.get("error_since")
+        when = f" since {_ago(since, now)}" if since else ""
+        notes.append(
+            f'<p class="error">could not reach the registry{when}: '
+            f"{_short_error(target['error'])}</p>"
+        )
     if not target["writer"]:
         holder = html.escape(target["lock_holder"] or "")
         notes.append(f'<p class="muted">standby: {holder} writes this root</p>')
@@ -152,10 +179,18 @@ def render_page(snapshot: dict[str, Any], now: float | None = None) -> str:
     """The status page for people; links are relative so it works under an app path prefix."""
     now = time.time() if now is None else now
     sections = "".join(_target_section(target, now) for target in snapshot["targets"])
+    readiness = snapshot.get("readiness") or {}
+    label = {
+        "synced": "ready: all in place",
+        "syncing": "ready: syncing",
+        "nothing_matches": "ready: nothing matches",
+        "registry_unreachable": "registry unreachable",
+        "starting": "first pass in progress",
+    }.get(readiness.get("state", ""), "ready" if snapshot["ready"] else "starting")
+    css = "ready" if readiness.get("ready", snapshot["ready"]) else "notready"
     ready = (
-        '<span class="ready">ready</span>'
-        if snapshot["ready"]
-        else '<span class="notready">first pass in progress</span>'
+        f'<span class="{css}" title="{html.escape(readiness.get("detail", ""))}">'
+        f"{html.escape(label)}</span>"
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="3">
@@ -193,7 +228,7 @@ async def _webhook(request: web.Request) -> web.Response:
     except WebhookRejectedError as exc:
         daemon.webhook_rejected(exc.reason)
         return web.json_response({"error": str(exc)}, status=401)
-    daemon.webhook_received(describe_delivery(body))
+    daemon.webhook_received(describe_delivery(body), delivery_model(body))
     return web.json_response({"accepted": True})
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "WebhookRejectedError",
     "check_delivery",
+    "delivery_model",
     "describe_delivery",
     "sign",
 ]
@@ -88,6 +89,17 @@ def check_delivery(
     # compare_digest: the time taken must not tell an attacker how much of a guess was right.
     if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
         raise WebhookRejectedError("signature does not match (wrong secret, or a changed body)")
+
+
+def delivery_model(body: bytes) -> str | None:
+    """The registered model a delivery is about, when it names one (then only it is read)."""
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        return None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def describe_delivery(body: bytes) -> str:

@@ -151,11 +151,24 @@ class LocalStore:
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Write a manifest atomically (temp file, fsync, rename)."""
-        path = self.manifest_path(manifest.run_id)
-        fd, temp = tempfile.mkstemp(dir=self.manifests, prefix=f".{manifest.run_id}.")
+        self._write_atomically(self.manifest_path(manifest.run_id), manifest.to_json())
+
+    def read_state(self, name: str) -> str | None:
+        """A small state file of syncd's own under `.syncd/` (e.g. `resolved.json`), or None."""
+        try:
+            return (self.meta / name).read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def write_state(self, name: str, text: str) -> None:
+        """Replace a state file under `.syncd/` atomically."""
+        self._write_atomically(self.meta / name, text)
+
+    def _write_atomically(self, path: Path, text: str) -> None:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.")
         try:
             with os.fdopen(fd, "w") as handle:
-                handle.write(manifest.to_json())
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)

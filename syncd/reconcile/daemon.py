@@ -1,4 +1,11 @@
-"""The reconciler: desired state from the registry, actual state on disk, a key queue between."""
+"""The controller: desired state from the registry, actual state on disk, a key queue between.
+
+Sources only enqueue or check: the poll (one registry listing for every target), a webhook
+(refreshes the one model it names), watchdog events and the sweep (stat-only local checks),
+the remote check (one folder at a time against its source listing), deep verify, the lock
+retry. Workers take keys off the queue and call the syncer; a failed key comes back after a
+backoff. The status board observes outcomes; retention runs as its own step after a poll.
+"""
 
 from __future__ import annotations
 
@@ -6,132 +13,32 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from syncd.core.retention import Unwanted, select_removals
+from syncd.core.desired import RegisteredModel, matches
+from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError
 from syncd.local.lock import RootLock
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.local.watch import RootWatcher
 from syncd.metrics import FolderCollector, Metrics
+from syncd.reconcile.queue import Key, WorkQueue
+from syncd.reconcile.retention import collect_garbage
+from syncd.reconcile.status import Event, FolderStatus, Readiness, StatusBoard
 from syncd.reconcile.syncer import Syncer, SyncProgress
-from syncd.remote.registry import DesiredModel, DesiredState, Registry
+from syncd.remote.registry import DesiredModel, DesiredState, MlflowRegistry
 from syncd.settings import Settings, TargetSettings
 
-__all__ = ["Daemon", "Key", "WorkQueue"]
+__all__ = ["Daemon", "Event", "FolderStatus", "Key", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, order=True)
-class Key:
-    """One unit of work: a run folder under one target's root."""
-
-    target: str
-    run_id: str
-
-
-class WorkQueue:
-    """A FIFO of keys where a key is queued at most once.
-
-    A key added while it is being worked on is marked dirty and queued again when that work
-    ends, so a trigger that arrives mid-sync is never lost (client-go's workqueue semantics).
-    """
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
-
-    def add(self, key: Key) -> None:
-        if key in self._active:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
-
-    def is_active(self, key: Key) -> bool:
-        return key in self._active
-
-    async def get(self) -> Key:
-        key = await self._queue.get()
-        self._queued.discard(key)
-        self._active.add(key)
-        return key
-
-    def done(self, key: Key) -> None:
-        self._active.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
-        self._queue.task_done()
-
-    async def join(self) -> None:
-        await self._queue.join()
-
-    def __len__(self) -> int:
-        return len(self._queued) + len(self._active)
-
-
-State = Literal["pending", "syncing", "synced", "failed", "standby"]
-
-
-@dataclass
-class FolderStatus:
-    """What the status page and /api/status show for one wanted folder."""
-
-    target: str
-    model: str
-    selector: str
-    version: str
-    run_id: str
-    state: State = "pending"
-    error: str | None = None
-    updated_at: float = field(default_factory=time.time)
-    progress: SyncProgress | None = None
-    last_result: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "target": self.target,
-            "model": self.model,
-            "selector": self.selector,
-            "version": self.version,
-            "run_id": self.run_id,
-            "state": self.state,
-            "error": self.error,
-            "updated_at": self.updated_at,
-            "last_result": self.last_result,
-        }
-        if self.progress is not None and self.state == "syncing":
-            elapsed = max(time.monotonic() - self.progress.started, 1e-6)
-            document["progress"] = {
-                "done_bytes": self.progress.done_bytes,
-                "total_bytes": self.progress.total_bytes,
-                "done_files": self.progress.done_files,
-                "total_files": self.progress.total_files,
-                "bytes_per_second": self.progress.done_bytes / elapsed,
-            }
-        return document
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a person watching the status page wants to know happened."""
-
-    at: float
-    level: Literal["info", "warning", "error"]
-    target: str
-    message: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"at": self.at, "level": self.level, "target": self.target, "message": self.message}
+_RESOLVED_FILE = "resolved.json"
 
 
 @dataclass
@@ -145,13 +52,25 @@ class RootState:
     foreign: list[str] = field(default_factory=list)
 
 
+Verdict = Literal["in_place", "needs_sync"]
+
+
+def _verdict(store: LocalStore, key: Key, wanted: DesiredModel) -> Verdict:
+    """Stat-only: the folder is complete, untouched and recorded as wanted this way."""
+    manifest = store.read_manifest(key.run_id)
+    if manifest is None or store.damaged(manifest):
+        return "needs_sync"
+    pointer = WantedBy(key.target, wanted.model, wanted.ref.selector, wanted.ref.version)
+    return "in_place" if pointer in manifest.wanted_by else "needs_sync"
+
+
 class Daemon:
     """Polls the registry and keeps every target's folders in place, healing what breaks."""
 
     def __init__(
         self,
         settings: Settings,
-        registry: Registry,
+        registry: MlflowRegistry,
         syncer: Syncer,
         metrics: Metrics,
     ) -> None:
@@ -173,42 +92,61 @@ class Daemon:
         self._distrust: dict[Key, set[str]] = defaultdict(set)
         self._checking: set[Key] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self.folders: dict[Key, FolderStatus] = {}
-        self.target_errors: dict[str, str | None] = {name: None for name in self._targets}
-        self.model_errors: dict[tuple[str, str], str] = {}
+        self._last_poll: float | None = None
+        self.status = StatusBoard(metrics, list(self._targets))
         self.ready = asyncio.Event()
         self.passes = 0
-        self.events: deque[Event] = deque(maxlen=50)
         self.started_at = time.time()
-        metrics.registry.register(FolderCollector(lambda: list(self.folders.values())))
+        metrics.registry.register(FolderCollector(lambda: list(self.status.folders.values())))
         for name in self._targets:
             metrics.register_target(name)
 
-    def _event(self, level: Literal["info", "warning", "error"], target: str, message: str) -> None:
-        self.events.appendleft(Event(time.time(), level, target, message))
+    # What the page, the API and tests read.
+    @property
+    def folders(self) -> dict[Key, FolderStatus]:
+        return self.status.folders
+
+    @property
+    def events(self) -> Iterable[Event]:
+        return self.status.events
+
+    def readiness(self) -> Readiness:
+        return self.status.readiness(self.ready.is_set())
 
     def wake(self) -> None:
-        """Ask for a registry poll now (a webhook, SIGHUP)."""
+        """Ask for a registry poll now (SIGHUP, a webhook that names no model)."""
         self._wake.set()
 
-    def webhook_received(self, description: str) -> None:
-        """A verified MLflow webhook delivery: note it for people and poll now."""
-        log.info("webhook: %s: polling the registry now", description)
+    def webhook_received(self, description: str, model: str | None = None) -> None:
+        """A verified MLflow webhook delivery: refresh the model it names (or poll now)."""
+        log.info("webhook: %s", description)
         self.metrics.webhooks.labels(result="accepted").inc()
-        self._event("info", "webhook", description)
-        self.wake()
+        self.status.event("info", "webhook", description)
+        if model is None:
+            self.wake()
+        else:
+            self._spawn(self.refresh_model(model))
 
     def webhook_rejected(self, reason: str) -> None:
         """A delivery that failed its check: counted and logged, nothing else happens."""
         log.warning("webhook refused: %s", reason)
         self.metrics.webhooks.labels(result="rejected").inc()
 
+    def _spawn(self, job: Awaitable[None]) -> None:
+        async def run() -> None:
+            await job
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run until cancelled: every loop and worker in one task group."""
         for rs in self._roots.values():
-            rs.store.prepare()
+            await asyncio.to_thread(rs.store.prepare)
+            self._load_resolutions(rs)
             self._try_lock(rs)
         watcher = None
         if self.settings.watch:
@@ -228,6 +166,7 @@ class Daemon:
                 group.create_task(
                     self._every(self.settings.sweep_interval, self.sweep), name="syncd-sweep"
                 )
+                group.create_task(self._remote_checks(), name="syncd-remote-check")
                 if watcher is not None:
                     guarded = watcher
 
@@ -244,6 +183,8 @@ class Daemon:
         finally:
             if watcher is not None:
                 watcher.stop()
+            for task in list(self._background):
+                task.cancel()
             for rs in self._roots.values():
                 rs.lock.release()
 
@@ -259,14 +200,16 @@ class Daemon:
             if rs.waiting:
                 log.warning("took over the writer lock of %s", rs.store.root)
                 for name in rs.targets:
-                    self._event("warning", name, f"took over as the writer of {rs.store.root}")
+                    self.status.event(
+                        "warning", name, f"took over as the writer of {rs.store.root}"
+                    )
             rs.waiting = False
             rs.store.clear_staging()
             for name in rs.targets:
                 self.metrics.lock_held.labels(target=name).set(1)
-            for key in self._desired:
-                if key.target in rs.targets:
-                    self._queue.add(key)
+            mine = [key for key in self._desired if key.target in rs.targets]
+            if mine:
+                self._spawn(self._check_many(mine))
             return
         if not rs.waiting:
             rs.waiting = True
@@ -278,7 +221,9 @@ class Daemon:
             )
             for name in rs.targets:
                 self.metrics.lock_waits.labels(target=name).inc()
-                self._event("warning", name, f"standing by: {rs.lock.holder()} writes the root")
+                self.status.event(
+                    "warning", name, f"standing by: {rs.lock.holder()} writes the root"
+                )
         for name in rs.targets:
             self.metrics.lock_held.labels(target=name).set(0)
 
@@ -287,12 +232,32 @@ class Daemon:
             if not rs.lock.held:
                 self._try_lock(rs)
 
-    def _writes(self, key: Key) -> bool:
-        return self._roots[self._root_of[key.target]].lock.held
+    def _root(self, key: Key) -> RootState:
+        return self._roots[self._root_of[key.target]]
 
-    def _enqueue(self, key: Key) -> None:
-        if self._writes(key):
-            self._queue.add(key)
+    def _writes(self, key: Key) -> bool:
+        return self._root(key).lock.held
+
+    # ---- resolutions kept across restarts ----------------------------------------------------
+
+    def _load_resolutions(self, rs: RootState) -> None:
+        text = rs.store.read_state(_RESOLVED_FILE)
+        if text is not None:
+            loaded = self._registry.cache.merge_json(text)
+            log.info("%s: %d resolved version(s) remembered", rs.store.root, loaded)
+
+    async def _save_resolutions(self) -> None:
+        if not self._registry.cache.dirty:
+            return
+        text = self._registry.cache.to_json()
+        for rs in self._roots.values():
+            if rs.lock.held:
+                try:
+                    await asyncio.to_thread(rs.store.write_state, _RESOLVED_FILE, text)
+                except OSError as exc:  # only costs resolution calls after a restart
+                    log.warning("cannot save %s under %s: %s", _RESOLVED_FILE, rs.store.meta, exc)
+                    return
+        self._registry.cache.dirty = False
 
     # ---- desired state -----------------------------------------------------------------------
 
@@ -300,7 +265,7 @@ class Daemon:
         while True:
             await self.poll_once()
             if not self.ready.is_set():
-                asyncio.get_running_loop().create_task(self._mark_ready_when_idle())
+                self._spawn(self._mark_ready_when_idle())
             try:
                 # Any trigger (webhook, signal) ends the sleep early; the newest wake wins.
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
@@ -315,78 +280,173 @@ class Daemon:
             self.ready.set()
 
     async def poll_once(self) -> None:
-        """Read what every target wants, queue each wanted folder, then apply retention."""
+        """One listing of the registry for every target; new pointers are checked or queued."""
+        started = time.monotonic()
+        try:
+            models: list[RegisteredModel] | None = await self._registry.list_models()
+        except SyncdError as exc:
+            models = None
+            for name in self._targets:
+                self.status.poll_failed(name, str(exc))
         polled: set[str] = set()
-        for name, target in self._targets.items():
-            started = time.monotonic()
-            try:
-                state = await self._registry.desired(target)
-            except SyncdError as exc:
-                # Keep the last known desired state: a registry outage must not drop folders.
-                self.metrics.registry_polls.labels(target=name, result="error").inc()
-                if self.target_errors.get(name) != str(exc):
-                    self._event("error", name, f"registry poll failed: {exc}")
-                self.target_errors[name] = str(exc)
-                log.warning("%s: registry poll failed: %s", name, exc)
+        changed: list[Key] = []
+        if models is not None:
+            for name, target in self._targets.items():
+                try:
+                    state = await self._registry.wanted(target, models)
+                except SyncdError as exc:
+                    self.status.poll_failed(name, str(exc))
+                    continue
+                self.status.poll_succeeded(name)
+                polled.add(name)
+                changed += self._apply(target, state, models, scope=None)
+        for name in self._targets:
+            self.metrics.registry_poll_duration.labels(target=name).observe(
+                time.monotonic() - started
+            )
+        await self._check_many(changed)
+        await self._save_resolutions()
+        await self._after_poll(polled)
+        self._last_poll = time.time()
+        self.passes += 1
+
+    async def refresh_model(self, name: str) -> None:
+        """A webhook named this model: read it alone and act on its pointers at once."""
+        try:
+            model = await self._registry.get_model(name)
+        except SyncdError as exc:
+            log.warning("webhook refresh of %s failed (%s): polling instead", name, exc)
+            self.wake()
+            return
+        models = [model] if model is not None else []
+        changed: list[Key] = []
+        for target in self._targets.values():
+            if not matches(name, target.models):
                 continue
-            finally:
-                self.metrics.registry_poll_duration.labels(target=name).observe(
-                    time.monotonic() - started
+            try:
+                state = await self._registry.wanted(target, models)
+            except SyncdError as exc:
+                log.warning("webhook refresh of %s failed (%s): polling instead", name, exc)
+                self.wake()
+                return
+            changed += self._apply(target, state, models, scope={name})
+        await self._check_many(changed)
+        await self._save_resolutions()
+
+    def _apply(
+        self,
+        target: TargetSettings,
+        state: DesiredState,
+        models: list[RegisteredModel],
+        scope: set[str] | None,
+    ) -> list[Key]:
+        """Take a target's desired state (for the models in `scope`, or all of them).
+
+        Returns the keys whose pointer is new or moved: those need a look. Keys that did not
+        change cost nothing: the sweep, the watcher and the remote check look after them.
+        """
+
+        def in_scope(model: str) -> bool:
+            return scope is None or model in scope
+
+        errors = {model: str(error) for model, error in state.errors.items()}
+        self.status.resolution_errors(target.name, errors, scope)
+        wanted = {Key(target.name, d.run_id): d for d in state.models}
+        for key in [k for k, d in self._desired.items() if k.target == target.name]:
+            model = self._desired[key].model
+            # A model that failed to resolve this time keeps what it wanted before.
+            if in_scope(model) and key not in wanted and model not in state.errors:
+                del self._desired[key]
+                self.status.folders.pop(key, None)
+                self._queue.forget(key)
+        updated = {m.name: m.updated_at for m in models}
+        changed = []
+        for key, desired in wanted.items():
+            self._desired[key] = desired
+            status = self.status.folders.get(key)
+            same = status is not None and (status.version, status.selector, status.role) == (
+                desired.ref.version,
+                desired.ref.selector,
+                desired.role,
+            )
+            if not same:
+                fresh = FolderStatus(
+                    key.target,
+                    desired.model,
+                    desired.ref.selector,
+                    desired.ref.version,
+                    key.run_id,
+                    role=desired.role,
                 )
-            polled.add(name)
-            self.metrics.registry_polls.labels(target=name, result="success").inc()
-            self.target_errors[name] = None
-            self._apply(target, state)
+                if self._last_poll is not None and desired.role == "serving":
+                    fresh.moved_at = self._moved_at(updated.get(desired.model))
+                self.status.folders[key] = fresh
+                changed.append(key)
+            elif status is not None and status.state == "failed" and self._writes(key):
+                self._queue.add(key)  # a poll is a good moment to try a failing key again
+            if not self._writes(key):
+                self.status.folders[key].state = "standby"
+        self.status.desired_changed(self._desired)
+        return changed
+
+    def _moved_at(self, registry_time: float | None) -> float:
+        """When the pointer moved: the registry's own time when it is plausible, else now."""
+        now = time.time()
+        floor = (self._last_poll or now) - self.settings.poll_interval - 60
+        if registry_time is not None and floor <= registry_time <= now:
+            return registry_time
+        return now
+
+    async def _after_poll(self, polled: set[str]) -> None:
         for rs in self._roots.values():
-            if rs.lock.held and set(rs.targets) <= polled:
-                await asyncio.to_thread(self._collect_garbage, rs)
+            if rs.lock.held and self.settings.gc and set(rs.targets) <= polled:
+                wanted = {key.run_id for key in self._desired if key.target in rs.targets}
+                failing = {m for (name, m) in self.status.model_errors if name in rs.targets}
+                removals = await asyncio.to_thread(
+                    collect_garbage,
+                    rs.store,
+                    set(rs.targets),
+                    wanted,
+                    failing,
+                    grace=self.settings.gc_grace,
+                    keep_previous=self.settings.keep_previous,
+                )
+                for removal in removals:
+                    self.metrics.removed_folders.labels(target=removal.target).inc()
+                    self.status.event(
+                        "info",
+                        removal.target,
+                        f"removed {removal.run_id[:8]} ({removal.owner}): unwanted",
+                    )
             rs.foreign = await asyncio.to_thread(rs.store.foreign_folders)
             for name in rs.targets:
                 self.metrics.foreign_folders.labels(target=name).set(len(rs.foreign))
-        self.passes += 1
 
-    def _apply(self, target: TargetSettings, state: DesiredState) -> None:
-        previous = dict(self.model_errors)
-        self.model_errors = {k: v for k, v in self.model_errors.items() if k[0] != target.name}
-        for model, error in state.errors.items():
-            self.model_errors[(target.name, model)] = str(error)
-            log.error("%s: %s", target.name, error)
-            if previous.get((target.name, model)) != str(error):
-                self._event("error", target.name, f"cannot resolve {model}: {error}")
-        self.metrics.resolution_errors.labels(target=target.name).set(len(state.errors))
-        wanted = {Key(target.name, desired.run_id): desired for desired in state.models}
-        for key in [key for key in self._desired if key.target == target.name]:
-            # A model that failed to resolve this time keeps what it wanted before.
-            if key not in wanted and self._desired[key].model not in state.errors:
-                del self._desired[key]
-                self.folders.pop(key, None)
-        for key, desired in wanted.items():
-            self._desired[key] = desired
-            status = self.folders.get(key)
-            if status is None or status.version != desired.ref.version:
-                self.folders[key] = FolderStatus(
-                    key.target, desired.model, desired.ref.selector, desired.ref.version, key.run_id
-                )
-            if not self._writes(key):
-                self.folders[key].state = "standby"
-            self._enqueue(key)
-        self.metrics.desired_info.clear()
-        self.metrics.desired_version.clear()
-        for key, desired in self._desired.items():
-            pointer = desired.ref.selector.split(" ", 1)[-1]
-            self.metrics.desired_info.labels(
-                target=key.target,
-                model=desired.model,
-                alias=pointer,
-                version=desired.ref.version,
-                run_id=key.run_id,
-            ).set(1)
-            if desired.ref.version.isdigit():
-                self.metrics.desired_version.labels(target=key.target, model=desired.model).set(
-                    int(desired.ref.version)
-                )
+    # ---- actual state: local checks, events, sweep, remote check, deep verify ----------------
 
-    # ---- actual state: events, sweep, deep verify --------------------------------------------
+    async def _check_many(self, keys: list[Key]) -> None:
+        """Stat-only checks of many folders in one worker thread; queue what is not in place."""
+        mine = [key for key in keys if key in self._desired and self._writes(key)]
+        if not mine:
+            return
+        wanted = {key: self._desired[key] for key in mine}
+
+        def inspect() -> dict[Key, Verdict]:
+            return {key: _verdict(self._root(key).store, key, d) for key, d in wanted.items()}
+
+        for key, verdict in (await asyncio.to_thread(inspect)).items():
+            self._act_on(key, verdict, "check")
+
+    def _act_on(self, key: Key, verdict: Verdict, why: str) -> None:
+        desired = self._desired.get(key)
+        if desired is None or self._queue.is_active(key):
+            return  # a sync in progress re-reads everything when it is done
+        if verdict == "in_place":
+            if self.status.folders[key].state != "failed":
+                self.status.in_place(key, desired, None)
+            return
+        log.info("%s: %s: run %s needs a sync", key.target, why, key.run_id)
+        self._queue.add(key)
 
     def _on_local_change(self, root: Path, run_id: str) -> None:
         """A watchdog event under a run folder: check it locally, at once.
@@ -402,28 +462,16 @@ class Daemon:
             key = Key(name, run_id)
             if key in self._desired and key not in self._checking:
                 self._checking.add(key)
-                task = asyncio.get_running_loop().create_task(self._check_locally(key, "event"))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._check_locally(key, "event"))
 
     async def _check_locally(self, key: Key, why: str) -> None:
         try:
-            if not self._writes(key) or self._queue.is_active(key):
-                return  # a sync in progress re-reads everything when it is done
-            store = self._roots[self._root_of[key.target]].store
-            manifest = await asyncio.to_thread(store.read_manifest, key.run_id)
-            damaged = (
-                await asyncio.to_thread(store.damaged, manifest) if manifest is not None else None
-            )
-            if manifest is None or damaged:
-                log.info(
-                    "%s: %s found run %s damaged: %s",
-                    key.target,
-                    why,
-                    key.run_id,
-                    damaged or "no manifest",
-                )
-                self._queue.add(key)
+            desired = self._desired.get(key)
+            if desired is None or not self._writes(key) or self._queue.is_active(key):
+                return
+            store = self._root(key).store
+            verdict = await asyncio.to_thread(_verdict, store, key, desired)
+            self._act_on(key, verdict, why)
         finally:
             self._checking.discard(key)
 
@@ -434,27 +482,41 @@ class Daemon:
                 self._checking.add(key)
                 await self._check_locally(key, "sweep")
 
+    async def _remote_checks(self) -> None:
+        """Compare each folder in place with its source listing, one at a time, spread evenly
+        over `remote_check_interval`: the only S3 requests of an idle daemon."""
+        while True:
+            keys = sorted(k for k, f in self.status.folders.items() if f.state == "synced")
+            if not keys:
+                await asyncio.sleep(min(self.settings.remote_check_interval, 60.0))
+                continue
+            pause = self.settings.remote_check_interval / len(keys)
+            for key in keys:
+                await asyncio.sleep(pause)
+                if key in self._desired and self._writes(key):
+                    self._queue.add(key)
+
     async def deep_verify(self) -> None:
         """Re-hash every wanted folder (rate-limited); queue those with altered files."""
         limiter = RateLimiter(self.settings.deep_verify_rate)
         for key in list(self._desired):
             if not self._writes(key):
                 continue
-            store = self._roots[self._root_of[key.target]].store
+            store = self._root(key).store
             manifest = await asyncio.to_thread(store.read_manifest, key.run_id)
             if manifest is None:
                 continue
             folder = store.run_dir(key.run_id)
             problems = await asyncio.to_thread(verify_manifest, folder, manifest, limiter)
-            if not problems:
+            desired = self._desired.get(key)
+            if not problems or desired is None:
                 continue
             self.metrics.deep_verify_problems.labels(target=key.target).inc(len(problems))
-            desired = self._desired.get(key)
             log.warning(
                 "%s: deep verify of %s v%s run %s: %s",
                 key.target,
-                desired.model if desired else "?",
-                desired.ref.version if desired else "?",
+                desired.model,
+                desired.ref.version,
                 key.run_id,
                 ", ".join(f"{p.path} ({p.reason})" for p in problems),
             )
@@ -475,127 +537,29 @@ class Daemon:
         desired = self._desired.get(key)
         if desired is None or not self._writes(key):
             return  # no longer wanted since it was queued, or another process writes the root
-        status = self.folders[key]
+        status = self.status.folders[key]
         progress = SyncProgress()
         status.state, status.progress = "syncing", progress
         distrust = frozenset(self._distrust.pop(key, set()))
-        store = self._roots[self._root_of[key.target]].store
+        store = self._root(key).store
         started = time.monotonic()
         try:
             outcome = await self._syncer.ensure(store, key.target, desired, progress, distrust)
-        except SyncdError as exc:
+        except Exception as exc:
             self._distrust[key].update(distrust)
-            self._failed(key, status, desired, str(exc))
-            return
-        except Exception as exc:  # a bug must not stop the other folders; log it loudly
-            self._distrust[key].update(distrust)
-            log.exception("%s: unexpected error syncing run %s", key.target, key.run_id)
-            self._failed(key, status, desired, f"internal error: {type(exc).__name__}: {exc}")
-            return
-        finally:
+            if isinstance(exc, SyncdError):
+                error = str(exc)
+            else:  # a bug must not stop the other folders; log it loudly
+                log.exception("%s: unexpected error syncing run %s", key.target, key.run_id)
+                error = f"internal error: {type(exc).__name__}: {exc}"
             self.metrics.sync_duration.labels(target=key.target).observe(time.monotonic() - started)
-        result = "success" if outcome.result == "synced" else outcome.result
-        self.metrics.syncs.labels(target=key.target, result=result).inc()
-        if desired.ref.version.isdigit():
-            self.metrics.synced_version.labels(target=key.target, model=desired.model).set(
-                int(desired.ref.version)
-            )
-        for reason in outcome.healed.values():
-            self.metrics.heals.labels(target=key.target, reason=reason).inc()
-        status.state, status.error, status.updated_at = "synced", None, time.time()
-        status.last_result = outcome.result
-        if outcome.healed:
-            reasons = sorted(set(outcome.healed.values()))
-            self._event(
-                "warning",
-                key.target,
-                f"healed {desired.model} v{desired.ref.version} ({key.run_id[:8]}): "
-                f"{len(outcome.healed)} file(s), {', '.join(reasons)}",
-            )
-        elif outcome.result == "synced":
-            self._event(
-                "info",
-                key.target,
-                f"{desired.model} v{desired.ref.version} in place ({key.run_id[:8]}): "
-                f"{outcome.downloaded_files} files, {outcome.downloaded_bytes / 1e6:.1f} MB",
-            )
-        if outcome.result == "synced":
-            log.info(
-                "%s: %s v%s run %s in place: %d files downloaded (%d bytes), %d kept, %.1fs",
-                key.target,
-                desired.model,
-                desired.ref.version,
-                key.run_id,
-                outcome.downloaded_files,
-                outcome.downloaded_bytes,
-                outcome.reused_files,
-                time.monotonic() - started,
-            )
-        if all(f.state == "synced" for k, f in self.folders.items() if k.target == key.target):
-            self.metrics.last_success.labels(target=key.target).set(time.time())
-
-    def _failed(self, key: Key, status: FolderStatus, desired: DesiredModel, error: str) -> None:
-        self.metrics.syncs.labels(target=key.target, result="error").inc()
-        status.state, status.error, status.updated_at = "failed", error, time.time()
-        status.last_result = "error"
-        self._event("error", key.target, f"{desired.model} v{desired.ref.version} failed: {error}")
-        log.error(
-            "%s: %s v%s run %s failed: %s",
-            key.target,
-            desired.model,
-            desired.ref.version,
-            key.run_id,
-            error,
-        )
-
-    # ---- retention ---------------------------------------------------------------------------
-
-    def _collect_garbage(self, rs: RootState) -> None:
-        """Remove folders this root's targets made and no longer want, after the grace period.
-
-        Runs only after a poll in which every target of the root answered, so an outage or a
-        model that failed to resolve never looks like "nobody wants this any more".
-        """
-        if not self.settings.gc:
+            self.status.failed(key, desired, error, self._queue.add_rate_limited(key))
             return
-        wanted = {key.run_id for key in self._desired if key.target in rs.targets}
-        failing = {model for (name, model) in self.model_errors if name in rs.targets}
-        now = time.time()
-        unwanted: list[Unwanted] = []
-        owners: dict[str, str] = {}
-        for manifest in rs.store.manifests_on_disk():
-            ours = [w for w in manifest.wanted_by if w.target in rs.targets]
-            if not ours:
-                continue  # made by a one-shot sync or for another root's target: not ours
-            models = {w.model for w in ours}
-            extra = dict(manifest.extra)
-            if manifest.run_id in wanted or models & failing:
-                if extra.pop("unwanted_since", None) is not None:
-                    rs.store.write_manifest(replace(manifest, extra=extra))
-                continue
-            since = extra.get("unwanted_since")
-            if not isinstance(since, int | float):
-                since = now
-                extra["unwanted_since"] = now
-                rs.store.write_manifest(replace(manifest, extra=extra))
-                log.info(
-                    "run %s is no longer wanted; kept for %.0fs",
-                    manifest.run_id,
-                    self.settings.gc_grace,
-                )
-            unwanted.append(Unwanted(manifest.run_id, frozenset(models), float(since)))
-            owners[manifest.run_id] = f"{ours[-1].target}: {ours[-1].model} v{ours[-1].version}"
-        for run_id in select_removals(
-            unwanted,
-            now=now,
-            grace=self.settings.gc_grace,
-            keep_previous=self.settings.keep_previous,
-        ):
-            rs.store.remove(run_id)
-            target = owners[run_id].split(":", 1)[0]
-            self.metrics.removed_folders.labels(target=target).inc()
-            log.warning("removed run %s (%s): no target wants it", run_id, owners[run_id])
-            self._event("info", target, f"removed {run_id[:8]} ({owners[run_id]}): unwanted")
+        seconds = time.monotonic() - started
+        if outcome.result == "synced":
+            self.metrics.sync_duration.labels(target=key.target).observe(seconds)
+        self._queue.forget(key)
+        self.status.in_place(key, desired, replace(outcome, seconds=seconds))
 
     # ---- status ------------------------------------------------------------------------------
 
@@ -609,27 +573,35 @@ class Daemon:
                     "name": name,
                     "root": str(target.root),
                     "selector": target.selector,
+                    "prefetch": target.prefetch,
                     "models": target.models,
-                    "error": self.target_errors.get(name),
+                    "error": self.status.target_errors.get(name),
+                    "error_since": self.status.target_error_since.get(name),
                     "writer": rs.lock.held,
                     "lock_holder": None if rs.lock.held else rs.lock.holder(),
                     "foreign_folders": rs.foreign,
                     "folders": [
                         status.as_json()
-                        for key, status in sorted(self.folders.items())
+                        for key, status in sorted(self.status.folders.items())
                         if key.target == name
                     ],
                     "unresolved": {
                         model: error
-                        for (target_name, model), error in sorted(self.model_errors.items())
+                        for (target_name, model), error in sorted(self.status.model_errors.items())
                         if target_name == name
                     },
                 }
             )
+        readiness = self.readiness()
         return {
             "ready": self.ready.is_set(),
+            "readiness": {
+                "ready": readiness.ready,
+                "state": readiness.state,
+                "detail": readiness.detail,
+            },
             "passes": self.passes,
             "started_at": self.started_at,
             "targets": targets,
-            "events": [event.as_json() for event in self.events],
+            "events": [event.as_json() for event in self.status.events],
         }

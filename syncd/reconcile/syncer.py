@@ -56,6 +56,7 @@ class SyncOutcome:
     manifest: Manifest
     # paths of a folder synced before that were rebuilt, and why (missing_file, size, ...)
     healed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the whole ensure(), set by the caller that timed it
 
 
 def check_listing(listing: list[RemoteObject]) -> None:

@@ -1,18 +1,24 @@
-"""The MLflow registry: which version each target wants, and the run that holds its binaries."""
+"""The MLflow registry: which version each target wants, and the run that holds its binaries.
+
+Desired state comes from one paged `search_registered_models` (aliases and latest stage
+versions included), shared by every target; a version is resolved to its parent run once and
+cached, so an idle poll costs one request per 1,000 registered models.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
-import os
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from syncd.core.desired import ModelVersionRef, RegisteredModel, Role, pointed
 from syncd.core.resolution import Basis, parse_model_context, resolve_parent_run
-from syncd.errors import RegistryError, ResolutionError, SyncdError
+from syncd.core.resolved import Resolution, ResolutionCache
+from syncd.errors import RegistryError, RegistryNotFoundError, ResolutionError, SyncdError
+from syncd.remote.failure import describe_failure, host_of
 from syncd.settings import ResolutionSettings, TargetSettings
 
 __all__ = [
@@ -27,14 +33,8 @@ log = logging.getLogger(__name__)
 
 ContextReader = Callable[[str], Awaitable[bytes | None]]
 
-
-@dataclass(frozen=True)
-class ModelVersionRef:
-    """A registered model version a target points at."""
-
-    model: str
-    version: str
-    selector: str  # "alias production" / "stage Production" / "version 3"
+# New versions are resolved concurrently, but gently: the Experiment Manager is shared.
+_RESOLVE_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class DesiredModel:
     run_id: str
     basis: Basis
     source_uri: str
+    role: Role = "serving"
 
     @property
     def model(self) -> str:
@@ -61,18 +62,35 @@ class DesiredState:
 
 
 class Registry(Protocol):
-    async def desired(self, target: TargetSettings) -> DesiredState: ...
+    async def list_models(self) -> list[RegisteredModel]: ...
 
-    async def resolve(self, ref: ModelVersionRef, artifact_path: str) -> DesiredModel: ...
+    async def get_model(self, name: str) -> RegisteredModel | None: ...
+
+    async def wanted(
+        self, target: TargetSettings, models: Iterable[RegisteredModel]
+    ) -> DesiredState: ...
 
 
-def _is_pattern(name: str) -> bool:
-    return any(char in name for char in "*?[")
-
-
-def _not_found(exc: Exception) -> bool:
+def _is_not_found(exc: BaseException) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or (
         "RESOURCE_DOES_NOT_EXIST" in str(exc)
+    )
+
+
+def _registered(entity: Any) -> RegisteredModel:
+    stages: dict[str, str] = {}
+    for version in getattr(entity, "latest_versions", None) or []:
+        stage = getattr(version, "current_stage", None)
+        if stage and stage != "None":
+            known = stages.get(stage)
+            if known is None or int(version.version) > int(known):
+                stages[stage] = str(version.version)
+    updated = getattr(entity, "last_updated_timestamp", None)
+    return RegisteredModel(
+        name=entity.name,
+        aliases={alias: str(v) for alias, v in (entity.aliases or {}).items()},
+        stages=stages,
+        updated_at=updated / 1000 if isinstance(updated, int | float) else None,
     )
 
 
@@ -81,24 +99,32 @@ class MlflowRegistry:
 
     def __init__(
         self,
-        tracking_uri: str | None,
+        tracking_uri: str,
         resolution: ResolutionSettings,
         read_artifact: ContextReader,
         client: Any | None = None,
+        cache: ResolutionCache | None = None,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
-        # A daemon polls again anyway: fail fast instead of MLflow's minutes of retries.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         if client is None:
+            # The client costs about a second to import: only processes that ask the
+            # registry pay for it.
             from mlflow import MlflowClient
 
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._client = client
-        self._tracking_uri = tracking_uri
+        self._where = f"MLflow at {host_of(tracking_uri)}"
         self._resolution = resolution
         self._read_artifact = read_artifact
+        self.cache = cache or ResolutionCache()
+        self.requests = 0  # registry calls made, for tests and the benchmark
+        self._on_request = on_request
 
     async def _call(self, what: str, function: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """One client call off the event loop; every failure leaves as a RegistryError."""
+        self.requests += 1
+        if self._on_request is not None:
+            self._on_request()
         try:
             with warnings.catch_warnings():
                 # Stages are deprecated in MLflow, but still what some teams deploy with.
@@ -107,80 +133,76 @@ class MlflowRegistry:
         except SyncdError:
             raise
         except Exception as exc:
-            if _not_found(exc):
-                raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RegistryError(f"MLflow at {self._tracking_uri}: {what}: {message}") from exc
+            if _is_not_found(exc):
+                raise RegistryNotFoundError(f"{self._where}: {what}: not found") from exc
+            raise RegistryError(f"{self._where}: {what}: {describe_failure(exc)}") from exc
 
-    async def _model_names(self, patterns: list[str]) -> list[str]:
-        names = [pattern for pattern in patterns if not _is_pattern(pattern)]
-        globs = [pattern for pattern in patterns if _is_pattern(pattern)]
-        if globs:
-            token = None
-            while True:
-                page = await self._call(
-                    "search_registered_models",
-                    self._client.search_registered_models,
-                    max_results=1000,
-                    page_token=token,
-                )
-                for registered in page:
-                    if any(fnmatch.fnmatchcase(registered.name, glob) for glob in globs):
-                        names.append(registered.name)
-                token = getattr(page, "token", None)
-                if not token:
-                    break
-        return sorted(set(names))
+    # ---- desired state -----------------------------------------------------------------------
 
-    async def _aliases(self, name: str) -> dict[str, str] | None:
-        """A model's alias -> version map, or None when there is no such model."""
+    async def list_models(self) -> list[RegisteredModel]:
+        """Every registered model with its aliases and stages: one call per 1,000 models."""
+        found: list[RegisteredModel] = []
+        token = None
+        while True:
+            page = await self._call(
+                "search_registered_models",
+                self._client.search_registered_models,
+                max_results=1000,
+                page_token=token,
+            )
+            found.extend(_registered(entity) for entity in page)
+            token = getattr(page, "token", None)
+            if not token:
+                return found
+
+    async def get_model(self, name: str) -> RegisteredModel | None:
+        """One model, fresh (a webhook named it); None when it does not exist."""
         try:
-            registered = await self._call(
+            entity = await self._call(
                 f"registered model {name}", self._client.get_registered_model, name
             )
-        except Exception as exc:
-            if _not_found(exc):
-                return None
-            raise
-        return {alias: str(version) for alias, version in (registered.aliases or {}).items()}
-
-    async def _pointed_version(self, target: TargetSettings, name: str) -> ModelVersionRef | None:
-        if target.alias:
-            version = (await self._aliases(name) or {}).get(target.alias)
-            return ModelVersionRef(name, version, f"alias {target.alias}") if version else None
-        try:
-            versions = await self._call(
-                f"stage {target.stage} of {name}",
-                self._client.get_latest_versions,
-                name,
-                stages=[target.stage],
-            )
-        except Exception as exc:
-            if _not_found(exc):
-                return None
-            raise
-        if not versions:
+        except RegistryNotFoundError:
             return None
-        latest = max(versions, key=lambda version: int(version.version))
-        return ModelVersionRef(name, str(latest.version), f"stage {target.stage}")
+        return _registered(entity)
+
+    async def wanted(
+        self, target: TargetSettings, models: Iterable[RegisteredModel]
+    ) -> DesiredState:
+        """Resolve what the target points at; per-model failures are returned, not raised.
+
+        Cached versions cost nothing; new ones are resolved concurrently (bounded). A failure
+        of the registry itself (not of one model) voids the whole pass.
+        """
+        state = DesiredState(target.name, [], {})
+        refs = pointed(target, models)
+        limit = asyncio.Semaphore(_RESOLVE_CONCURRENCY)
+
+        async def one(ref: ModelVersionRef, role: Role) -> DesiredModel | SyncdError:
+            async with limit:
+                try:
+                    return await self.resolve(ref, target.artifact_path, role)
+                except ResolutionError as exc:
+                    return exc
+                except RegistryNotFoundError as exc:
+                    return ResolutionError(ref.model, ref.version, str(exc))
+                except RegistryError:
+                    raise
+                except SyncdError as exc:
+                    return exc
+
+        results = await asyncio.gather(*(one(ref, role) for ref, role in refs))
+        for (ref, _), result in zip(refs, results, strict=True):
+            if isinstance(result, DesiredModel):
+                state.models.append(result)
+            elif ref.model not in state.errors:
+                state.errors[ref.model] = result
+        return state
 
     async def desired(self, target: TargetSettings) -> DesiredState:
-        """Resolve every model the target matches; per-model failures are returned, not raised."""
-        state = DesiredState(target.name, [], {})
-        for name in await self._model_names(target.models):
-            try:
-                ref = await self._pointed_version(target, name)
-                if ref is None:
-                    log.debug("%s: %s has no %s", target.name, name, target.selector)
-                    continue
-                state.models.append(await self.resolve(ref, target.artifact_path))
-            except RegistryError as exc:
-                if not isinstance(exc, ResolutionError):
-                    raise  # the registry itself is failing: the whole pass is void
-                state.errors[name] = exc
-            except SyncdError as exc:
-                state.errors[name] = exc
-        return state
+        """A target's desired state from a fresh listing (one-off callers and tests)."""
+        return await self.wanted(target, await self.list_models())
+
+    # ---- one-shot lookups (syncd sync) ---------------------------------------------------------
 
     async def version_ref(self, model: str, version: str) -> ModelVersionRef:
         """A reference to an explicit version (the one-shot `sync --version`)."""
@@ -188,39 +210,45 @@ class MlflowRegistry:
             await self._call(
                 f"version {version} of {model}", self._client.get_model_version, model, version
             )
-        except Exception as exc:
-            if _not_found(exc):
-                raise ResolutionError(model, version, "no such registered model version") from exc
-            raise
+        except RegistryNotFoundError as exc:
+            raise ResolutionError(model, version, "no such registered model version") from exc
         return ModelVersionRef(model, version, f"version {version}")
 
     async def alias_ref(self, model: str, alias: str) -> ModelVersionRef:
         """The version an alias points at, or a clear error when it points nowhere."""
-        aliases = await self._aliases(model)
-        if aliases is None:
-            raise ResolutionError(model, "?", f"no registered model named {model!r}")
-        if alias not in aliases:
-            known = ", ".join(sorted(aliases)) or "none"
-            raise ResolutionError(model, "?", f"no alias {alias!r} (aliases: {known})")
-        return ModelVersionRef(model, aliases[alias], f"alias {alias}")
+        registered = await self.get_model(model)
+        if registered is None:
+            raise ResolutionError(model, None, f"no registered model named {model!r}")
+        if alias not in registered.aliases:
+            known = ", ".join(sorted(registered.aliases)) or "none"
+            raise ResolutionError(model, None, f"no alias {alias!r} (aliases: {known})")
+        return ModelVersionRef(model, registered.aliases[alias], f"alias {alias}")
 
-    async def resolve(self, ref: ModelVersionRef, artifact_path: str) -> DesiredModel:
-        """Version -> child run -> parent run -> the source URI of the binaries."""
-        model, number = ref.model, ref.version
+    # ---- resolution ----------------------------------------------------------------------------
+
+    async def resolve(
+        self, ref: ModelVersionRef, artifact_path: str, role: Role = "serving"
+    ) -> DesiredModel:
+        """Version -> child run -> parent run -> the source URI of the binaries (cached)."""
+        known = self.cache.get(ref.model, ref.version, artifact_path)
+        if known is None:
+            known = await self._resolve(ref.model, ref.version, artifact_path)
+            self.cache.put(ref.model, ref.version, artifact_path, known)
+        return DesiredModel(ref, known.run_id, known.basis, known.source_uri, role)
+
+    async def _resolve(self, model: str, number: str, artifact_path: str) -> Resolution:
         try:
             version = await self._call(
                 f"version {number} of {model}", self._client.get_model_version, model, number
             )
-        except Exception as exc:
-            if _not_found(exc):
-                raise ResolutionError(model, number, "no such registered model version") from exc
-            raise
+        except RegistryNotFoundError as exc:
+            raise ResolutionError(model, number, "no such registered model version") from exc
         child_run_id = version.run_id or None
         parent_tag = None
         if child_run_id:
             child = await self._get_run(model, number, child_run_id, "the version's run")
             parent_tag = child.data.tags.get("mlflow.parentRunId")
-        context_raw = await self._read_context(model, number, version.source, child_run_id)
+        context_raw = await self._read_context(model, number, version.source or "")
         context_run_id = (
             parse_model_context(model, number, context_raw) if context_raw is not None else None
         )
@@ -236,17 +264,15 @@ class MlflowRegistry:
         if run.info.lifecycle_stage == "deleted":
             raise ResolutionError(model, number, f"run {parent.run_id} is deleted")
         source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
-        return DesiredModel(ref, parent.run_id, parent.basis, source)
+        return Resolution(parent.run_id, parent.basis, source)
 
     async def _get_run(self, model: str, version: str, run_id: str, role: str) -> Any:
         try:
             return await self._call(f"run {run_id}", self._client.get_run, run_id)
-        except Exception as exc:
-            if _not_found(exc):
-                raise ResolutionError(model, version, f"{role} {run_id} does not exist") from exc
-            raise
+        except RegistryNotFoundError as exc:
+            raise ResolutionError(model, version, f"{role} {run_id} does not exist") from exc
 
-    async def _model_root(self, source: str, child_run_id: str | None) -> str | None:
+    async def _model_root(self, source: str) -> str | None:
         """Where the version's logged model lives, as a URI syncd can read."""
         if source.startswith("models:/m-"):
             # MLflow 3: the version's source is a logged model with its own artifact location.
@@ -263,10 +289,11 @@ class MlflowRegistry:
             return source  # MLflow 2: the logged model is a folder in the run's artifacts
         return None
 
-    async def _read_context(
-        self, model: str, version: str, source: str, child_run_id: str | None
-    ) -> bytes | None:
-        root = await self._model_root(source or "", child_run_id)
+    async def _read_context(self, model: str, version: str, source: str) -> bytes | None:
+        try:
+            root = await self._model_root(source)
+        except RegistryNotFoundError as exc:
+            raise ResolutionError(model, version, f"its source {source} is gone") from exc
         if root is None:
             log.info("%s v%s: source %s has no readable model_context.json", model, version, source)
             return None

@@ -32,6 +32,9 @@ class Faults:
     # Refuse query-signed (presigned) GETs as S3 does a URL signed for another region.
     refuse_presigned: dict[str, int] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)
+    # every request forwarded, as "METHOD /path" (listings: "GET /bucket?list"); the proxy is a
+    # plain forwarder, so it also counts what a client asks of an MLflow server behind it
+    requests: Counter[str] = field(default_factory=Counter)
     ranges: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header) of GETs
 
     def take(self, table: dict[str, int], path: str) -> bool:
@@ -50,6 +53,7 @@ class Faults:
         self.refuse_presigned.clear()
         self.gets.clear()
         self.ranges.clear()
+        self.requests.clear()
 
 
 class FaultyS3Proxy:
@@ -96,6 +100,8 @@ class FaultyS3Proxy:
         is_object_get = (
             request.method == "GET" and path.count("/") >= 2 and not request.query.get("list-type")
         )
+        listing = "?list" if request.query.get("list-type") else ""
+        self.faults.requests[f"{request.method} {path}{listing}"] += 1
         if is_object_get:
             self.faults.gets[path] += 1
             self.faults.ranges.append((path, request.headers.get("Range", "")))

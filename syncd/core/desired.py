@@ -1,0 +1,81 @@
+"""Which version each target wants, from one listing of the registry (pure).
+
+The registry is read as a list of `RegisteredModel`s (name, aliases, latest version per stage),
+one paged call for the whole registry; everything a target wants follows from that list and
+the target's settings, without further calls.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from syncd.settings import TargetSettings
+
+__all__ = ["ModelVersionRef", "RegisteredModel", "Role", "is_pattern", "matches", "pointed"]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """What one page of `search_registered_models` says about a model."""
+
+    name: str
+    aliases: dict[str, str] = field(default_factory=dict)
+    # stage -> the newest version in it (what get_latest_versions would answer)
+    stages: dict[str, str] = field(default_factory=dict)
+    updated_at: float | None = None  # seconds; MLflow's last_updated_timestamp
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version a target points at."""
+
+    model: str
+    version: str
+    selector: str  # "alias production" / "stage Production" / "version 3"
+
+
+Role = str  # "serving" for the target's own alias or stage, "prefetch" for pre-staged ones
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a `models` entry is a glob rather than a name."""
+    return any(char in name for char in "*?[")
+
+
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a model name is one of the target's names or globs."""
+    return any(
+        fnmatch.fnmatchcase(name, pattern) if is_pattern(pattern) else name == pattern
+        for pattern in patterns
+    )
+
+
+def pointed(
+    target: TargetSettings, models: Iterable[RegisteredModel]
+) -> list[tuple[ModelVersionRef, Role]]:
+    """Every version the target wants: its serving pointer first, then its prefetch aliases.
+
+    A prefetch alias that names the serving version adds nothing (the folder is the same).
+    """
+    wanted: list[tuple[ModelVersionRef, Role]] = []
+    for model in sorted(models, key=lambda m: m.name):
+        if not matches(model.name, target.models):
+            continue
+        serving: str | None = None
+        if target.alias:
+            serving = model.aliases.get(target.alias)
+            if serving:
+                wanted.append((ModelVersionRef(model.name, serving, target.selector), "serving"))
+        elif target.stage:
+            serving = model.stages.get(target.stage)
+            if serving:
+                wanted.append((ModelVersionRef(model.name, serving, target.selector), "serving"))
+        seen = {serving}
+        for alias in target.prefetch:
+            version = model.aliases.get(alias)
+            if version and version not in seen:
+                seen.add(version)
+                wanted.append((ModelVersionRef(model.name, version, f"alias {alias}"), "prefetch"))
+    return wanted

@@ -1,0 +1,98 @@
+"""The controller's work queue: keys queued at most once, failed keys requeued with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+__all__ = ["Key", "WorkQueue", "requeue_delay"]
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    """One unit of work: a run folder under one target's root."""
+
+    target: str
+    run_id: str
+
+
+def requeue_delay(failures: int, base: float = 1.0, cap: float = 300.0) -> float:
+    """Seconds before a key that failed `failures` times in a row is tried again.
+
+    Exponential with jitter in [half, full], so a broken model is retried soon after a
+    transient fault but never hammers S3 or the registry (client-go's rate-limited queue).
+    """
+    full = min(cap, base * 2 ** max(failures - 1, 0))
+    return random.uniform(full / 2, full)
+
+
+class WorkQueue:
+    """A FIFO of keys where a key is queued at most once.
+
+    A key added while it is being worked on is marked dirty and queued again when that work
+    ends, so a trigger that arrives mid-sync is never lost (client-go's workqueue semantics).
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._delayed: dict[Key, asyncio.TimerHandle] = {}
+
+    def add(self, key: Key) -> None:
+        timer = self._delayed.pop(key, None)
+        if timer is not None:
+            timer.cancel()  # queued now: the later retry is no longer needed
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_rate_limited(self, key: Key) -> float:
+        """Queue a key that just failed after its backoff delay; returns the delay."""
+        self._failures[key] = self._failures.get(key, 0) + 1
+        delay = requeue_delay(self._failures[key])
+        if key not in self._delayed:
+            loop = asyncio.get_running_loop()
+            self._delayed[key] = loop.call_later(delay, self._add_delayed, key)
+        return delay
+
+    def _add_delayed(self, key: Key) -> None:
+        self._delayed.pop(key, None)
+        self.add(key)
+
+    def forget(self, key: Key) -> None:
+        """The key succeeded (or is no longer wanted): its next failure starts a new backoff."""
+        self._failures.pop(key, None)
+        timer = self._delayed.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def failures(self, key: Key) -> int:
+        return self._failures.get(key, 0)
+
+    def is_active(self, key: Key) -> bool:
+        return key in self._active
+
+    async def get(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+        self._queue.task_done()
+
+    async def join(self) -> None:
+        await self._queue.join()
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._active)

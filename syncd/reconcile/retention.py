@@ -1,0 +1,71 @@
+"""Retention as its own step: mark folders no target wants, remove them after the grace period.
+
+The policy (which unwanted folders go) is pure, in `core.retention`; this step gathers the
+facts from the manifests and writes the marks through the local store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+from syncd.core.retention import Unwanted, select_removals
+from syncd.local.store import LocalStore
+
+__all__ = ["Removal", "collect_garbage"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A folder retention removed, and whose it was (for the log, the page and metrics)."""
+
+    run_id: str
+    target: str
+    owner: str
+
+
+def collect_garbage(
+    store: LocalStore,
+    targets: set[str],
+    wanted: set[str],
+    failing_models: set[str],
+    *,
+    grace: float,
+    keep_previous: int,
+) -> list[Removal]:
+    """Remove folders these targets made and no longer want, after `grace` seconds.
+
+    Call it only after a poll in which every target of the root answered, so an outage or a
+    model that failed to resolve never looks like "nobody wants this any more".
+    """
+    now = time.time()
+    unwanted: list[Unwanted] = []
+    owners: dict[str, tuple[str, str]] = {}
+    for manifest in store.manifests_on_disk():
+        ours = [w for w in manifest.wanted_by if w.target in targets]
+        if not ours:
+            continue  # made by a one-shot sync or for another root's target: not ours
+        models = {w.model for w in ours}
+        extra = dict(manifest.extra)
+        if manifest.run_id in wanted or models & failing_models:
+            if extra.pop("unwanted_since", None) is not None:
+                store.write_manifest(replace(manifest, extra=extra))
+            continue
+        since = extra.get("unwanted_since")
+        if not isinstance(since, int | float):
+            since = now
+            extra["unwanted_since"] = now
+            store.write_manifest(replace(manifest, extra=extra))
+            log.info("run %s is no longer wanted; kept for %.0fs", manifest.run_id, grace)
+        unwanted.append(Unwanted(manifest.run_id, frozenset(models), float(since)))
+        owners[manifest.run_id] = (ours[-1].target, f"{ours[-1].model} v{ours[-1].version}")
+    removed = []
+    for run_id in select_removals(unwanted, now=now, grace=grace, keep_previous=keep_previous):
+        store.remove(run_id)
+        target, owner = owners[run_id]
+        log.warning("removed run %s (%s: %s): no target wants it", run_id, target, owner)
+        removed.append(Removal(run_id, target, owner))
+    return removed

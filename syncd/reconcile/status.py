@@ -1,0 +1,256 @@
+"""What people see: each folder's state, recent events, readiness; and the metrics of outcomes.
+
+The controller reports what happened here; this module only observes (it never decides).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from syncd.metrics import Metrics
+from syncd.reconcile.queue import Key
+from syncd.reconcile.syncer import SyncOutcome, SyncProgress
+from syncd.remote.registry import DesiredModel
+
+__all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
+
+log = logging.getLogger("syncd.reconcile.daemon")
+
+State = Literal["pending", "syncing", "synced", "failed", "standby"]
+Level = Literal["info", "warning", "error"]
+
+
+@dataclass
+class FolderStatus:
+    """What the status page and /api/status show for one wanted folder."""
+
+    target: str
+    model: str
+    selector: str
+    version: str
+    run_id: str
+    role: str = "serving"
+    state: State = "pending"
+    error: str | None = None
+    updated_at: float = field(default_factory=time.time)
+    progress: SyncProgress | None = None
+    last_result: str | None = None
+    # When the registry's pointer moved to this version, until the folder is in place.
+    moved_at: float | None = None
+    alias_to_ready_seconds: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "target": self.target,
+            "model": self.model,
+            "selector": self.selector,
+            "version": self.version,
+            "run_id": self.run_id,
+            "role": self.role,
+            "state": self.state,
+            "error": self.error,
+            "updated_at": self.updated_at,
+            "last_result": self.last_result,
+            "alias_to_ready_seconds": self.alias_to_ready_seconds,
+        }
+        if self.progress is not None and self.state == "syncing":
+            elapsed = max(time.monotonic() - self.progress.started, 1e-6)
+            document["progress"] = {
+                "done_bytes": self.progress.done_bytes,
+                "total_bytes": self.progress.total_bytes,
+                "done_files": self.progress.done_files,
+                "total_files": self.progress.total_files,
+                "bytes_per_second": self.progress.done_bytes / elapsed,
+            }
+        return document
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a person watching the status page wants to know happened."""
+
+    at: float
+    level: Level
+    target: str
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at, "level": self.level, "target": self.target, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The answer of /readyz and the page's banner."""
+
+    ready: bool
+    state: Literal["starting", "synced", "syncing", "registry_unreachable", "nothing_matches"]
+    detail: str
+
+
+class StatusBoard:
+    """Folder states, per-target and per-model errors, events; metrics follow from them."""
+
+    def __init__(self, metrics: Metrics, targets: list[str]) -> None:
+        self.metrics = metrics
+        self.folders: dict[Key, FolderStatus] = {}
+        self.target_errors: dict[str, str | None] = {name: None for name in targets}
+        self.target_error_since: dict[str, float] = {}
+        self.model_errors: dict[tuple[str, str], str] = {}
+        self.events: deque[Event] = deque(maxlen=50)
+
+    def event(self, level: Level, target: str, message: str) -> None:
+        self.events.appendleft(Event(time.time(), level, target, message))
+
+    # ---- the registry --------------------------------------------------------------------------
+
+    def poll_failed(self, target: str, error: str) -> None:
+        self.metrics.registry_polls.labels(target=target, result="error").inc()
+        if self.target_errors.get(target) != error:
+            self.event("error", target, f"registry poll failed: {error}")
+            log.warning("%s: registry poll failed: %s", target, error)
+        if self.target_errors.get(target) is None:
+            self.target_error_since[target] = time.time()
+        self.target_errors[target] = error
+
+    def poll_succeeded(self, target: str) -> None:
+        self.metrics.registry_polls.labels(target=target, result="success").inc()
+        if self.target_errors.get(target) is not None:
+            self.event("info", target, "registry reachable again")
+        self.target_errors[target] = None
+        self.target_error_since.pop(target, None)
+
+    def resolution_errors(
+        self, target: str, errors: dict[str, str], scope: set[str] | None
+    ) -> None:
+        """Replace the errors of the models in `scope` (None: all of the target's models)."""
+        previous = dict(self.model_errors)
+        stale = [
+            k for k in self.model_errors if k[0] == target and (scope is None or k[1] in scope)
+        ]
+        for key in stale:
+            del self.model_errors[key]
+        for model, error in errors.items():
+            self.model_errors[(target, model)] = error
+            if previous.get((target, model)) != error:
+                log.error("%s: %s", target, error)
+                self.event("error", target, f"cannot resolve {model}: {error}")
+        count = sum(1 for name, _ in self.model_errors if name == target)
+        self.metrics.resolution_errors.labels(target=target).set(count)
+
+    def desired_changed(self, desired: dict[Key, DesiredModel]) -> None:
+        """Republish the desired-version gauges (serving pointers only)."""
+        self.metrics.desired_info.clear()
+        self.metrics.desired_version.clear()
+        for key, wanted in desired.items():
+            if wanted.role != "serving":
+                continue
+            pointer = wanted.ref.selector.split(" ", 1)[-1]
+            self.metrics.desired_info.labels(
+                target=key.target,
+                model=wanted.model,
+                alias=pointer,
+                version=wanted.ref.version,
+                run_id=key.run_id,
+            ).set(1)
+            if wanted.ref.version.isdigit():
+                self.metrics.desired_version.labels(target=key.target, model=wanted.model).set(
+                    int(wanted.ref.version)
+                )
+
+    # ---- folders ---------------------------------------------------------------------------------
+
+    def in_place(self, key: Key, wanted: DesiredModel, outcome: SyncOutcome | None) -> None:
+        """The folder is complete and verified (`outcome` None: found so by a local check)."""
+        status = self.folders[key]
+        status.state, status.error, status.updated_at = "synced", None, time.time()
+        if outcome is not None:
+            status.last_result = outcome.result
+            self._count(key, wanted, outcome)
+        if wanted.role == "serving" and wanted.ref.version.isdigit():
+            self.metrics.synced_version.labels(target=key.target, model=wanted.model).set(
+                int(wanted.ref.version)
+            )
+        if status.moved_at is not None:
+            waited = max(time.time() - status.moved_at, 0.0)
+            status.alias_to_ready_seconds, status.moved_at = waited, None
+            self.metrics.alias_to_ready.labels(target=key.target).observe(waited)
+        if all(f.state == "synced" for k, f in self.folders.items() if k.target == key.target):
+            self.metrics.last_success.labels(target=key.target).set(time.time())
+
+    def _count(self, key: Key, wanted: DesiredModel, outcome: SyncOutcome) -> None:
+        result = "success" if outcome.result == "synced" else outcome.result
+        self.metrics.syncs.labels(target=key.target, result=result).inc()
+        for reason in outcome.healed.values():
+            self.metrics.heals.labels(target=key.target, reason=reason).inc()
+        name = f"{wanted.model} v{wanted.ref.version} ({key.run_id[:8]})"
+        if outcome.healed:
+            reasons = sorted(set(outcome.healed.values()))
+            self.event(
+                "warning",
+                key.target,
+                f"healed {name}: {len(outcome.healed)} file(s), {', '.join(reasons)}",
+            )
+        elif outcome.result == "synced":
+            self.event(
+                "info",
+                key.target,
+                f"{name} in place: {outcome.downloaded_files} files, "
+                f"{outcome.downloaded_bytes / 1e6:.1f} MB",
+            )
+        if outcome.result == "synced":
+            log.info(
+                "%s: %s v%s run %s in place: %d files downloaded (%d bytes), %d kept, %.1fs",
+                key.target,
+                wanted.model,
+                wanted.ref.version,
+                key.run_id,
+                outcome.downloaded_files,
+                outcome.downloaded_bytes,
+                outcome.reused_files,
+                outcome.seconds,
+            )
+
+    def failed(self, key: Key, wanted: DesiredModel, error: str, retry_in: float) -> None:
+        self.metrics.syncs.labels(target=key.target, result="error").inc()
+        status = self.folders[key]
+        status.state, status.error, status.updated_at = "failed", error, time.time()
+        status.last_result = "error"
+        self.event("error", key.target, f"{wanted.model} v{wanted.ref.version} failed: {error}")
+        log.error(
+            "%s: %s v%s run %s failed (retrying in %.0fs): %s",
+            key.target,
+            wanted.model,
+            wanted.ref.version,
+            key.run_id,
+            retry_in,
+            error,
+        )
+
+    # ---- readiness -------------------------------------------------------------------------------
+
+    def readiness(self, first_pass_done: bool) -> Readiness:
+        """Ready once the first pass is done; says what it knows, not only yes or no."""
+        unreachable = {name: e for name, e in self.target_errors.items() if e is not None}
+        if unreachable:
+            name, error = sorted(unreachable.items())[0]
+            since = time.strftime(
+                "%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.target_error_since.get(name, 0))
+            )
+            return Readiness(
+                False,
+                "registry_unreachable",
+                f"could not reach the registry since {since} ({name}: {error})",
+            )
+        if not first_pass_done:
+            return Readiness(False, "starting", "first reconcile pass not finished")
+        serving = [f for f in self.folders.values() if f.role == "serving"]
+        if not serving:
+            return Readiness(True, "nothing_matches", "no model matches any target's pointer")
+        synced = sum(1 for f in serving if f.state == "synced")
+        if synced == len(serving):
+            return Readiness(True, "synced", f"{synced} folder(s) in place")
+        return Readiness(True, "syncing", f"{synced} of {len(serving)} folder(s) in place")

@@ -1,0 +1,70 @@
+"""Plain words for why a remote call failed, instead of the HTTP library's nested repr."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["describe_failure", "host_of"]
+
+# Checked in order against the text of the error and of everything it was raised from.
+_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Connection refused|ECONNREFUSED", re.I), "connection refused (is it running?)"),
+    (
+        re.compile(
+            r"NameResolutionError|Name or service not known|nodename nor servname|"
+            r"Temporary failure in name resolution|getaddrinfo failed",
+            re.I,
+        ),
+        "host name not found",
+    ),
+    (
+        re.compile(r"CERTIFICATE_VERIFY_FAILED|SSLError|certificate verify", re.I),
+        "TLS failed (certificate not trusted: set REQUESTS_CA_BUNDLE or AWS_CA_BUNDLE)",
+    ),
+    (
+        re.compile(r"timed out|ReadTimeout|ConnectTimeout|TimeoutError", re.I),
+        "no answer (timed out)",
+    ),
+    (
+        re.compile(r"Connection reset|RemoteDisconnected|Connection aborted|BrokenPipe", re.I),
+        "the connection was dropped",
+    ),
+    (
+        re.compile(r"\b401\b|Unauthorized|UNAUTHENTICATED", re.I),
+        "not authenticated (check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD)",
+    ),
+    (re.compile(r"\b403\b|PERMISSION_DENIED|Forbidden", re.I), "permission denied"),
+    (re.compile(r"Network is unreachable|No route to host", re.I), "network unreachable"),
+)
+_LONGEST = 200
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason a person can act on: "connection refused (is it running?)", ...
+
+    Falls back to the first line of the error, cut to a readable length.
+    """
+    texts = [f"{type(error).__name__}: {error}" for error in _chain(exc)]
+    for pattern, reason in _CAUSES:
+        if any(pattern.search(text) for text in texts):
+            return reason
+    first = (str(exc).splitlines() or [type(exc).__name__])[0].strip() or type(exc).__name__
+    return first if len(first) <= _LONGEST else first[: _LONGEST - 1] + "…"
+
+
+def host_of(uri: str) -> str:
+    """`scheme://host:port` of a URL without credentials or path (safe to log)."""
+    parts = urlsplit(uri)
+    if not parts.netloc:
+        return uri
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
