@@ -1,4 +1,4 @@
-"""The watcher on a real filesystem: swaps and deletions as syncd makes them, never a dead thread."""
+"""The watcher on a real filesystem: swaps and deletions as syncd makes them, no dead thread."""
 
 from __future__ import annotations
 
