@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syncd import __version__
 from syncd.app.logs import configure_logging
@@ -73,8 +73,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="syncd",
         description="Keep LLM binaries from the MLflow Experiment Manager in dataset folders.",
     )

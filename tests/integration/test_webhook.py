@@ -49,6 +49,7 @@ async def test_alias_set_in_mlflow_is_synced_without_waiting_for_a_poll(
         polls = sample(
             daemon.metrics, "syncd_registry_polls_total", target="prod", result="success"
         )
+        requests = sample(daemon.metrics, "syncd_registry_requests_total")
         hook = client.create_webhook(
             name=f"syncd-{name}",
             url=f"{url}/webhooks/mlflow",
@@ -66,10 +67,14 @@ async def test_alias_set_in_mlflow_is_synced_without_waiting_for_a_poll(
             client.delete_webhook(hook.webhook_id)
         assert sample(daemon.metrics, "syncd_webhooks_total", result="accepted") >= 1
         assert sample(daemon.metrics, "syncd_webhooks_total", result="rejected") == 0
+        # The delivery named the model: it alone was read (and its new version resolved), not
+        # the whole registry. 1 model read + 4 resolution calls (version, child run, logged
+        # model, parent run).
         assert (
             sample(daemon.metrics, "syncd_registry_polls_total", target="prod", result="success")
-            > polls
+            == polls
         )
+        assert sample(daemon.metrics, "syncd_registry_requests_total") - requests <= 5
         messages = [event.message for event in daemon.events if event.target == "webhook"]
         assert f"model_version_alias.created {name}@production -> {published.version}" in messages
 

@@ -32,8 +32,8 @@ async def eventually(check: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
+def wait_until(check: Callable[[], bool], what: str, limit: float = WAIT) -> None:
+    deadline = time.monotonic() + limit
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")
