@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -72,3 +74,37 @@ def publish_without_context(
 
 def s3_env() -> dict[str, str]:
     return {key: os.environ[key] for key in ("MLFLOW_S3_ENDPOINT_URL",)}
+
+
+def seed_models(
+    tracking_uri: str, s3_client: Any, prefix: str, count: int, *, alias: str = "production"
+) -> dict[str, str]:
+    """`count` registered models in the nested-run pattern, fast: straight REST and S3 calls,
+    one tiny file each (the publish path logs pyfunc models; at this scale only the registry's
+    shape matters). Returns model name -> parent run id."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment(f"{prefix}-seed")
+
+    def one(index: int) -> tuple[str, str]:
+        name = f"{prefix}-{index:04d}"
+        parent = client.create_run(experiment)
+        child = client.create_run(experiment, tags={"mlflow.parentRunId": parent.info.run_id})
+        for run, key, body in (
+            (parent, "model/config.json", json.dumps({"model": name}).encode()),
+            (
+                child,
+                "pyfunc/artifacts/model_context.json",
+                json.dumps({"run_id": parent.info.run_id}).encode(),
+            ),
+        ):
+            bucket, _, path = run.info.artifact_uri.removeprefix("s3://").partition("/")
+            s3_client.put_object(Bucket=bucket, Key=f"{path}/{key}", Body=body)
+        client.create_registered_model(name)
+        version = client.create_model_version(
+            name, f"{child.info.artifact_uri}/pyfunc", run_id=child.info.run_id
+        )
+        client.set_registered_model_alias(name, alias, version.version)
+        return name, parent.info.run_id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(one, range(count)))
