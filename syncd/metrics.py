@@ -196,6 +196,7 @@ class Metrics:
             counter.labels(target=target)
         self.resolution_errors.labels(target=target)
         self.foreign_folders.labels(target=target)
+        self.alias_to_ready.labels(target=target)
 
     # TransferObserver
     def bytes_downloaded(self, count: int) -> None:
