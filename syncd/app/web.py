@@ -96,7 +96,9 @@ _SHORT_ERROR = 160
 
 def _short_error(error: str) -> str:
     """An error once, cut to a readable length; the whole text on hover (and in /api/status)."""
-    short = error if len(error) <= _SHORT_ERROR else error[: _SHORT_ERROR - 1] + "\u2026"
+    if len(error) <= _SHORT_ERROR:
+        return f'<span class="error">{html.escape(error)}</span>'
+    short = error[: _SHORT_ERROR - 1] + "\u2026"
     return f'<span class="error" title="{html.escape(error)}">{html.escape(short)}</span>'
 
 
@@ -188,10 +190,7 @@ def render_page(snapshot: dict[str, Any], now: float | None = None) -> str:
         "starting": "first pass in progress",
     }.get(readiness.get("state", ""), "ready" if snapshot["ready"] else "starting")
     css = "ready" if readiness.get("ready", snapshot["ready"]) else "notready"
-    ready = (
-        f'<span class="{css}" title="{html.escape(readiness.get("detail", ""))}">'
-        f"{html.escape(label)}</span>"
-    )
+    ready = f'<span class="{css}">{html.escape(label)}</span>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="3">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -291,3 +291,43 @@ def test_json_logs_are_one_object_per_line(mlflow_server: Any, tmp_path: Path) -
         r["logger"] == "syncd.reconcile.daemon" and "in place" in r["message"] for r in records
     )
     assert records[-1]["message"] == "stopped"
+
+
+async def test_readiness_says_what_it_knows(mlflow_server: Any, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    unreachable = make_settings(
+        dead,
+        targets=[
+            {"name": "prod", "root": str(tmp_path / "a"), "alias": "production", "models": ["x"]}
+        ],
+        mlflow={"max_retries": 0},
+    )
+    async with running(unreachable) as (daemon, url):
+        await asyncio.wait_for(daemon.ready.wait(), WAIT)
+        code, text = await fetch(url + "/readyz")
+        assert code == 503
+        assert text.startswith("registry_unreachable: could not reach the registry since ")
+        assert "connection refused" in text
+        page = (await fetch(url + "/"))[1]
+        assert "could not reach the registry" in page
+        assert "no model matching" not in page
+        section = page.split("Recent events")[0]
+        assert section.count("connection refused") == 1  # once, above the event history
+        status = json.loads((await fetch(url + "/api/status"))[1])
+        assert status["readiness"]["state"] == "registry_unreachable"
+    nothing = make_settings(
+        mlflow_server.url,
+        targets=[
+            {
+                "name": "prod",
+                "root": str(tmp_path / "b"),
+                "alias": "production",
+                "models": [unique_name("absent")],
+            }
+        ],
+    )
+    async with running(nothing) as (daemon, url):
+        await asyncio.wait_for(daemon.ready.wait(), WAIT)
+        code, text = await fetch(url + "/readyz")
+        assert (code, text.split(":")[0]) == (200, "nothing_matches")
+        assert "has alias production" in (await fetch(url + "/"))[1]
