@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ChecksumMismatchError",
     "ConfigError",
+    "HookError",
     "LocalStoreError",
     "ObjectChangedError",
     "RegistryError",
@@ -95,6 +96,10 @@ class RetriesExceededError(TransferError):
         self.what = what
         self.attempts = attempts
         self.last = last
+
+
+class HookError(SyncdError):
+    """An after-sync hook failed in a way no retry cures (a 4xx, a missing program)."""
 
 
 class LocalStoreError(SyncdError):

@@ -169,6 +169,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.hooks = Counter(
+            "syncd_hooks",
+            "After-sync hooks run, by kind (domino_restart, webhook, command) and result.",
+            ["target", "kind", "result"],
+            registry=r,
+        )
         self.build = Info("syncd_build", "syncd version.", registry=r)
         for result in ("accepted", "rejected"):
             self.webhooks.labels(result=result)

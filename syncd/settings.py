@@ -25,12 +25,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from syncd.errors import ConfigError
 
 __all__ = [
+    "DominoRestartHook",
+    "DominoSettings",
+    "HookSettings",
     "HttpSettings",
     "MlflowSettings",
     "ResolutionSettings",
     "S3Settings",
     "Settings",
     "TargetSettings",
+    "WebhookHook",
     "load_settings",
     "parse_duration",
 ]
@@ -84,6 +88,75 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DominoRestartHook(_Strict):
+    """Stop, then start, the Domino Model API that serves `model` once its folder is in place."""
+
+    model: str = Field(min_length=1)
+    model_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    model_version_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    stop_timeout: Seconds = 600.0  # how long to wait for the deployment to stop
+    poll_interval: Seconds = 5.0
+
+
+class WebhookHook(_Strict):
+    """POST a signed JSON document about the folder to `url`."""
+
+    url: str
+    secret: SecretStr | None = None
+    # The secret from an environment variable of this name instead of the file.
+    secret_env: str | None = None
+    timeout: Seconds = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) < 10:
+            raise ValueError(f"must be an http(s):// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_from_environment(self) -> WebhookHook:
+        if self.secret_env is not None:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise ValueError(f"secret_env names {self.secret_env}, which is not set")
+            self.secret = SecretStr(value)
+        return self
+
+
+class HookSettings(_Strict):
+    """One entry of a target's `after_sync` list: exactly one kind of hook."""
+
+    domino_restart: DominoRestartHook | None = None
+    webhook: WebhookHook | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    attempts: int = Field(default=5, ge=1, le=20)
+    timeout: Seconds = 300.0  # a command's time limit
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HookSettings:
+        kinds = [k for k in ("domino_restart", "webhook", "command") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError(
+                "each after_sync entry is one of domino_restart, webhook or command"
+                + (f" (this one has {', '.join(kinds)})" if kinds else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("domino_restart", "webhook", "command") if getattr(self, k))
+
+
+class DominoSettings(_Strict):
+    """The Domino API for `domino_restart` hooks (DOMINO_API_HOST / DOMINO_API_PROXY)."""
+
+    api_host: str | None = None
+    # Inside a Domino run, a proxy that adds the caller's credentials: no key is sent.
+    api_proxy: str | None = None
+    api_key: SecretStr | None = None
+
+
 class TargetSettings(_Strict):
     """One dataset folder kept in step with one alias (or stage) of a set of models."""
 
@@ -96,6 +169,8 @@ class TargetSettings(_Strict):
     # Aliases synced ahead of time into the same root (e.g. [staging, candidate]): a later
     # promotion to one of their versions costs no bytes. Never reported as serving.
     prefetch: list[str] = Field(default_factory=list)
+    # Run once per (model, version) that becomes in place for the serving pointer.
+    after_sync: list[HookSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _alias_xor_stage(self) -> TargetSettings:
@@ -199,6 +274,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     resolution: ResolutionSettings = Field(default_factory=ResolutionSettings)
+    domino: DominoSettings = Field(default_factory=DominoSettings)
     max_parallel_syncs: int = Field(default=2, ge=1, le=64)
     # Self-healing: watchdog events wake the reconciler at once; the sweep (sizes and mtimes
     # against the manifest) catches what NFS never reports; deep verify re-hashes everything.
@@ -217,6 +293,16 @@ class Settings(BaseSettings):
     remote_check_interval: Seconds = 3600.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _domino_for_restarts(self) -> Settings:
+        restarts = any(h.domino_restart for t in self.targets for h in t.after_sync)
+        if restarts and not (self.domino.api_host or self.domino.api_proxy):
+            raise ValueError(
+                "a domino_restart hook needs DOMINO_API_HOST (with DOMINO_USER_API_KEY) or "
+                "DOMINO_API_PROXY"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_targets(self) -> Settings:
@@ -266,7 +352,15 @@ def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
         s3["ca_bundle"] = environ["AWS_CA_BUNDLE"]
     if any(environ.get(name) for name in _PROXY_VARIABLES):
         s3["threaded_reads"] = False
-    return {"mlflow": mlflow, "s3": s3}
+    domino: dict[str, Any] = {}
+    for key, variable in (
+        ("api_host", "DOMINO_API_HOST"),
+        ("api_proxy", "DOMINO_API_PROXY"),
+        ("api_key", "DOMINO_USER_API_KEY"),
+    ):
+        if environ.get(variable):
+            domino[key] = environ[variable]
+    return {"mlflow": mlflow, "s3": s3, "domino": domino}
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from syncd.local.lock import RootLock
 from syncd.local.store import LocalStore
 from syncd.reconcile.syncer import Syncer, SyncProgress
 from syncd.remote.registry import DesiredModel
-from syncd.settings import Settings, load_settings
+from syncd.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["main"]
 
@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--no-progress", action="store_true", help="no progress bar")
     sync.add_argument(
+        "--after-sync",
+        action="store_true",
+        help="then run the after_sync hooks of the --config target whose root is --root",
+    )
+    sync.add_argument(
         "--lock-timeout",
         type=_seconds,
         default=60.0,
@@ -157,6 +162,7 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     from syncd.app.runtime import open_runtime, require_registry
 
     require_registry(settings)
+    hooks_target = _target_for_root(settings, args.root) if args.after_sync else None
 
     async def sync() -> int:
         async with open_runtime(settings) as runtime:
@@ -176,11 +182,49 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
             lock = await _acquire(RootLock(args.root), args.lock_timeout)
             try:
                 store.clear_staging()  # only the lock holder may clear a dead writer's debris
-                return await _sync_locked(runtime.syncer, store, desired, args.no_progress)
+                started = time.monotonic()
+                code = await _sync_locked(runtime.syncer, store, desired, args.no_progress)
+                if hooks_target is not None:
+                    code = await _after_sync(
+                        settings, hooks_target, store, desired, time.monotonic() - started
+                    )
+                return code
             finally:
                 lock.release()
 
     return asyncio.run(sync())
+
+
+def _target_for_root(settings: Settings, root: Path) -> TargetSettings:
+    for target in settings.targets:
+        if target.root.resolve() == root.resolve():
+            return target
+    raise ConfigError(
+        f"--after-sync runs a target's hooks: give a --config with a target whose root is {root}"
+    )
+
+
+async def _after_sync(
+    settings: Settings,
+    target: TargetSettings,
+    store: LocalStore,
+    desired: DesiredModel,
+    seconds: float,
+) -> int:
+    from syncd.reconcile.hooks import HookRunner, fire_once
+
+    results = await fire_once(
+        HookRunner(settings.domino), store, target.name, target.after_sync, desired, seconds
+    )
+    if results is None:
+        print(
+            f"after_sync hooks already ran for {desired.model} v{desired.ref.version}",
+            file=sys.stderr,
+        )
+        return 0
+    for result in results:
+        print(f"after_sync {result.kind}: {result.result}: {result.detail}", file=sys.stderr)
+    return EXIT_ERROR if any(r.result != "success" for r in results) else 0
 
 
 async def _acquire(lock: RootLock, wait_seconds: float) -> RootLock:

@@ -80,6 +80,15 @@ def _folder_row(folder: dict[str, Any], now: float) -> str:
             detail += f" &middot; ready {folder['alias_to_ready_seconds']:.1f}s after the move"
     elif state == "standby":
         detail = "another process writes this root"
+    if folder.get("hooks"):
+        hooks = ", ".join(
+            f"{hook['kind']} {'ok' if hook['result'] == 'success' else hook['result']}"
+            for hook in folder["hooks"]
+        )
+        failed = [h["detail"] for h in folder["hooks"] if h["result"] != "success"]
+        detail += f" &middot; after sync: {html.escape(hooks)}"
+        if failed:
+            detail += " " + _short_error("; ".join(failed))
     cells = [
         f"<strong>{html.escape(folder['model'])}</strong>",
         f"{html.escape(folder['selector'])} &rarr; v{html.escape(folder['version'])}"

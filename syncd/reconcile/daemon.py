@@ -27,10 +27,11 @@ from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.local.watch import RootWatcher
 from syncd.metrics import FolderCollector, Metrics
+from syncd.reconcile.hooks import HookRunner, fire_once
 from syncd.reconcile.queue import Key, WorkQueue
 from syncd.reconcile.retention import collect_garbage
 from syncd.reconcile.status import Event, FolderStatus, Readiness, StatusBoard
-from syncd.reconcile.syncer import Syncer, SyncProgress
+from syncd.reconcile.syncer import Syncer, SyncOutcome, SyncProgress
 from syncd.remote.registry import DesiredModel, DesiredState, MlflowRegistry
 from syncd.settings import Settings, TargetSettings
 
@@ -94,12 +95,16 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._last_poll: float | None = None
         self.status = StatusBoard(metrics, list(self._targets))
+        self._hooks = HookRunner(settings.domino)
         self.ready = asyncio.Event()
         self.passes = 0
         self.started_at = time.time()
         metrics.registry.register(FolderCollector(lambda: list(self.status.folders.values())))
-        for name in self._targets:
+        for name, target in self._targets.items():
             metrics.register_target(name)
+            for hook in target.after_sync:
+                for result in ("success", "error"):
+                    metrics.hooks.labels(target=name, kind=hook.kind, result=result)
 
     # What the page, the API and tests read.
     @property
@@ -442,8 +447,12 @@ class Daemon:
         if desired is None or self._queue.is_active(key):
             return  # a sync in progress re-reads everything when it is done
         if verdict == "in_place":
-            if self.status.folders[key].state != "failed":
+            status = self.status.folders[key]
+            if status.state != "failed":
+                moved = status.moved_at is not None
                 self.status.in_place(key, desired, None)
+                if moved:  # e.g. promoted to a pre-staged version: in place for serving now
+                    self._after_in_place(key, desired, None)
             return
         log.info("%s: %s: run %s needs a sync", key.target, why, key.run_id)
         self._queue.add(key)
@@ -559,7 +568,52 @@ class Daemon:
         if outcome.result == "synced":
             self.metrics.sync_duration.labels(target=key.target).observe(seconds)
         self._queue.forget(key)
+        moved = status.moved_at is not None
         self.status.in_place(key, desired, replace(outcome, seconds=seconds))
+        if (outcome.result == "synced" and not outcome.healed) or moved:
+            self._after_in_place(key, desired, replace(outcome, seconds=seconds))
+
+    # ---- after a sync ------------------------------------------------------------------------
+
+    def _after_in_place(self, key: Key, desired: DesiredModel, outcome: SyncOutcome | None) -> None:
+        """Run the target's hooks for a version newly in place for its serving pointer.
+
+        Never for a heal or a no-op (the callers see to that), nor for a pre-staged version;
+        once per (target, model, version): what ran is recorded in the manifest, so a restart
+        or a second path to the same state fires nothing.
+        """
+        hooks = self._targets[key.target].after_sync
+        if not hooks or desired.role != "serving":
+            return
+        self._spawn(self._run_hooks(key, desired, outcome))
+
+    async def _run_hooks(
+        self, key: Key, desired: DesiredModel, outcome: SyncOutcome | None
+    ) -> None:
+        store = self._root(key).store
+        seconds = outcome.seconds if outcome is not None else 0.0
+        results = await fire_once(
+            self._hooks, store, key.target, self._targets[key.target].after_sync, desired, seconds
+        )
+        if results is None:
+            return  # they ran for this version before (another path, or before a restart)
+        status = self.status.folders.get(key)
+        if status is not None:
+            status.hooks = [
+                {"kind": r.kind, "result": r.result, "detail": r.detail, "attempts": r.attempts}
+                for r in results
+            ]
+        for result in results:
+            self.metrics.hooks.labels(
+                target=key.target, kind=result.kind, result=result.result
+            ).inc()
+            level: Literal["info", "error"] = "info" if result.result == "success" else "error"
+            self.status.event(
+                level,
+                key.target,
+                f"{result.kind} for {desired.model} v{desired.ref.version}: {result.result}"
+                f" ({result.detail})",
+            )
 
     # ---- status ------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class FolderStatus:
     # When the registry's pointer moved to this version, until the folder is in place.
     moved_at: float | None = None
     alias_to_ready_seconds: float | None = None
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # the last after-sync results
 
     def as_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -56,6 +57,7 @@ class FolderStatus:
             "updated_at": self.updated_at,
             "last_result": self.last_result,
             "alias_to_ready_seconds": self.alias_to_ready_seconds,
+            "hooks": self.hooks,
         }
         if self.progress is not None and self.state == "syncing":
             elapsed = max(time.monotonic() - self.progress.started, 1e-6)

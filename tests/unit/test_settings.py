@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,13 @@ http: {host: 0.0.0.0, port: 8888}
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "DOMINO_API_HOST",
+        "DOMINO_API_PROXY",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -133,3 +140,32 @@ def test_shipped_example_config_is_valid(clean_env: pytest.MonkeyPatch) -> None:
     settings = load_settings(example)
     assert [target.name for target in settings.targets] == ["prod"]
     assert settings.http.port == 8888
+
+
+@pytest.mark.parametrize(
+    ("hook", "names"),
+    [
+        ({"slack": {"channel": "x"}}, "targets.0.after_sync.0.slack: unknown key"),
+        ({"domino_restart": {"model": "m"}}, "targets.0.after_sync.0.domino_restart.model_id"),
+        ({"webhook": {"url": "ftp://hooks"}}, "must be an http(s):// URL"),
+        ({"webhook": {"url": "https://h.example/x", "secret_env": "NOPE_UNSET"}}, "NOPE_UNSET"),
+        ({}, "each after_sync entry is one of domino_restart, webhook or command"),
+        ({"command": []}, "targets.0.after_sync.0.command"),
+    ],
+)
+def test_bad_hooks_are_refused_naming_the_key(
+    clean_env: pytest.MonkeyPatch, hook: dict[str, Any], names: str
+) -> None:
+    clean_env.setenv("DOMINO_API_HOST", "http://domino.example")
+    target = {"name": "p", "root": "/r", "alias": "a", "models": ["m"], "after_sync": [hook]}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={"targets": [target]})
+    assert names in str(caught.value)
+
+
+def test_a_restart_hook_needs_the_domino_api(clean_env: pytest.MonkeyPatch) -> None:
+    restart = {"domino_restart": {"model": "m", "model_id": "a", "model_version_id": "b"}}
+    target = {"name": "p", "root": "/r", "alias": "a", "models": ["m"], "after_sync": [restart]}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={"targets": [target]})
+    assert "DOMINO_API_HOST" in str(caught.value)
