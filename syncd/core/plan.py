@@ -74,7 +74,9 @@ def choose_check(facts: ObjectFacts, mode: Literal["checksum", "size"]) -> Check
     """The cheapest check that still covers every byte, or `size` with the reason none exists."""
     if mode == "size":
         return CheckPlan("size", note="verification set to size only (s3.verify: size)")
-    multipart = facts.parts_count is not None and facts.parts_count > 1
+    # Uploaded in parts (a multipart upload), one part included: boto3 sends a file of exactly
+    # its threshold as a one-part upload, whose checksums are per part like any other.
+    multipart = facts.parts_count is not None and facts.parts_count >= 1
     for algorithm in (Algorithm.CRC64NVME, Algorithm.CRC32C, Algorithm.CRC32):
         value = facts.checksums.get(algorithm)
         if value is None:

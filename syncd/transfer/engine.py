@@ -281,7 +281,7 @@ class Downloader:
             first = await self._retrying(
                 f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
             )
-            if first.parts_count and first.parts_count > 1:
+            if first.parts_count:  # one part counts: its checksums are per part too
                 facts = replace(facts, parts_count=first.parts_count, first_part_size=first.size)
         check = choose_check(facts, self._settings.verify)
         ranges = plan_ranges(

@@ -318,3 +318,45 @@ async def test_threaded_read_refused_by_the_server_falls_back_to_aiobotocore(
         metrics.registry.get_sample_value("syncd_request_retries_total", {"reason": "other"}) == 0
     )
     assert sum(1 for _, range_ in faults.faults.ranges if range_) >= 2 * 2  # each range twice
+
+
+@pytest.mark.parametrize(
+    ("size", "checksum"),
+    [
+        (8 * MiB, "when_supported"),  # exactly the threshold: a one-part multipart upload
+        (8 * MiB, "when_required"),  # the same with no checksum: a "-1" multipart ETag
+        (8 * MiB - 1, "when_supported"),  # one byte under: a single PUT
+        (8 * MiB + 1, "when_supported"),  # one byte over: two parts, the last of one byte
+        (16 * MiB, "when_supported"),  # exactly two parts
+    ],
+)
+async def test_part_boundaries_as_boto3_uploads_them(
+    moto_server: Any, tmp_path: Path, size: int, checksum: str
+) -> None:
+    """Objects as MLflow's boto3 uploads them (8 MiB threshold and parts), at the boundaries
+    where S3-compatible servers differ: each verifies, and the check used is recorded."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        config=Config(request_checksum_calculation=checksum),  # type: ignore[arg-type]
+    )
+    key = f"boundaries/{uuid.uuid4().hex}/model.bin"
+    data = os.urandom(size)
+    client.upload_fileobj(
+        io.BytesIO(data),
+        BUCKET,
+        key,
+        Config=TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB),
+    )
+    settings = S3Settings(endpoint_url=moto_server.url, part_size=4 * MiB)
+    async with S3ObjectStore.open(settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(settings, sleep=no_sleep)
+        try:
+            entry = await downloader.download_s3(
+                store, S3Location(BUCKET, key), listed, tmp_path / "model.bin", lambda _: None
+            )
+        finally:
+            downloader.close()
+    assert (tmp_path / "model.bin").read_bytes() == data
+    assert entry.verified_by != "size"

@@ -145,3 +145,30 @@ def test_sha_on_a_multipart_object_is_composite_even_unmarked() -> None:
         20, MD5 + "-3", parts_count=3, first_part_size=8, checksums={Algorithm.SHA256: "z"}
     )
     assert choose_check(facts, "checksum").method == "composite"
+
+
+@pytest.mark.parametrize("algorithm", [Algorithm.CRC32, Algorithm.CRC32C, Algorithm.CRC64NVME])
+def test_one_part_upload_with_an_unmarked_crc_accepts_either_reading(algorithm: Algorithm) -> None:
+    # boto3 sends a file of exactly its threshold as a one-part multipart upload; moto states
+    # the CRC with no -1 and no type: it may be the part's CRC or the CRC of that CRC.
+    facts = ObjectFacts(8, MD5 + "-1", parts_count=1, first_part_size=8, checksums={algorithm: "q"})
+    check = choose_check(facts, "checksum")
+    assert (check.method, check.algorithm) == ("crc-parts", algorithm)
+    assert check.needs_aligned_parts
+
+
+def test_one_part_upload_etag_is_a_multipart_etag() -> None:
+    facts = ObjectFacts(8, MD5 + "-1", parts_count=1, first_part_size=8)
+    assert choose_check(facts, "checksum").method == "multipart-etag"
+
+
+def test_one_part_upload_stated_full_object_is_full_crc() -> None:
+    facts = ObjectFacts(
+        8,
+        MD5 + "-1",
+        parts_count=1,
+        first_part_size=8,
+        checksums={Algorithm.CRC32: "q"},
+        checksum_type="FULL_OBJECT",
+    )
+    assert choose_check(facts, "checksum").method == "full-crc"
