@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Literal
 from syncd import __version__
 from syncd.core.ids import safe_relative_path
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
-from syncd.errors import SourceError, UnsafeKeyError, primary_error
+from syncd.errors import LocalStoreError, SourceError, UnsafeKeyError, primary_error
 from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
 from syncd.remote.registry import DesiredModel
@@ -25,6 +26,9 @@ from syncd.transfer.resume import ResumeState
 __all__ = ["SyncOutcome", "SyncProgress", "Syncer", "check_listing"]
 
 log = logging.getLogger(__name__)
+
+# Local I/O failures a person must act on (not bugs, not the network): reported as such.
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG}
 
 
 @dataclass
@@ -196,6 +200,16 @@ class Syncer:
             published = True
             store.write_manifest(new_manifest)
             resume.clear()
+        except OSError as exc:
+            if exc.errno not in _LOCAL_ERRNOS:
+                raise
+            # A full disk, a quota, a read-only or failing volume: one clear line that names
+            # the root and the need; the failed build is discarded below, freeing its space.
+            where = Path(exc.filename).name if exc.filename else "the dataset"
+            raise LocalStoreError(
+                f"{store.root}: {os.strerror(exc.errno or 0).lower()} while writing {where} "
+                f"(this sync needs {progress.total_bytes} bytes there)"
+            ) from exc
         except asyncio.CancelledError:
             # Stopped (SIGTERM): keep what is on disk so the next start fetches only the rest.
             # Nothing half-built is ever published: it stays in staging.

@@ -67,7 +67,9 @@ def upload_files(client: Any, bucket: str, prefix: str, files: dict[str, int]) -
         list(pool.map(upload, files.items()))
 
 
-def publish(tracking_uri: str, s3: Any, model: str, files: dict[str, int]) -> Published:
+def publish(
+    tracking_uri: str, s3: Any, model: str, files: dict[str, int], *, alias: bool = True
+) -> Published:
     """Binaries on a parent run, model_context.json on a nested child, a version, the alias."""
     from mlflow import MlflowClient
 
@@ -89,7 +91,8 @@ def publish(tracking_uri: str, s3: Any, model: str, files: dict[str, int]) -> Pu
     version = client.create_model_version(
         model, f"{child.info.artifact_uri}/pyfunc", run_id=child.info.run_id
     )
-    client.set_registered_model_alias(model, "production", version.version)
+    if alias:
+        client.set_registered_model_alias(model, "production", version.version)
     return Published(model, str(version.version), parent.info.run_id, f"{bucket}/{path}/model")
 
 
