@@ -6,6 +6,7 @@ import html
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -230,7 +231,15 @@ async def _webhook(request: web.Request) -> web.Response:
     if (request.content_length or 0) > _MAX_WEBHOOK_BODY:
         daemon.webhook_rejected(f"body of {request.content_length} bytes")
         return web.json_response({"error": "body too large"}, status=413)
-    body = await request.read()
+    try:
+        # A chunked body states no length: aiohttp stops it at client_max_size while reading.
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        daemon.webhook_rejected(f"chunked body over {_MAX_WEBHOOK_BODY} bytes")
+        return web.json_response({"error": "body too large"}, status=413)
+    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
+        daemon.webhook_rejected(f"body not received whole ({type(exc).__name__})")
+        raise
     try:
         check_delivery(secret.get_secret_value(), request.headers, body, time.time())
     except WebhookRejectedError as exc:
@@ -245,7 +254,7 @@ async def _page(request: web.Request) -> web.Response:
 
 
 def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=_MAX_WEBHOOK_BODY)
     app[DAEMON] = daemon
     app.router.add_get("/", _page)
     app.router.add_get("/healthz", _healthz)

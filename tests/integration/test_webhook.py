@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -117,3 +119,38 @@ async def test_webhooks_are_off_without_a_secret(mlflow_server: Any, tmp_path: P
         status = await asyncio.to_thread(post, f"{url}/webhooks/mlflow", b"{}", {})
         assert status == 403
         assert sample(daemon.metrics, "syncd_webhooks_total", result="rejected") == 1
+
+
+def post_chunked(url: str, size: int) -> int:
+    """A body sent in chunks, with no Content-Length for the server to check up front."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        chunks = (b"x" * (64 * 1024) for _ in range(size // (64 * 1024)))
+        connection.request(
+            "POST",
+            parts.path,
+            body=chunks,
+            encode_chunked=True,
+            headers={"Content-Type": "application/json"},
+        )
+        return connection.getresponse().status
+    except (ConnectionError, http.client.HTTPException):
+        return 0  # the server may close the connection on an oversized body
+    finally:
+        connection.close()
+
+
+async def test_every_refused_delivery_is_counted(mlflow_server: Any, tmp_path: Path) -> None:
+    settings = make_settings(mlflow_server.url, tmp_path / "r", http={"webhook_secret": SECRET})
+    async with running(settings) as (daemon, url):
+        endpoint = f"{url}/webhooks/mlflow"
+        statuses = [
+            await asyncio.to_thread(post, endpoint, b"x" * (2 << 20), {}),  # stated too large
+            await asyncio.to_thread(post_chunked, endpoint, 2 << 20),  # too large, chunked
+            await asyncio.to_thread(post, endpoint, b"{}", {}),  # unsigned
+        ]
+        assert statuses[0] == 413
+        assert statuses[1] in (413, 0)
+        assert statuses[2] == 401
+        assert sample(daemon.metrics, "syncd_webhooks_total", result="rejected") == 3
