@@ -37,7 +37,9 @@ class RootLock:
             return True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if self.path.is_symlink():
+                self.path.unlink()  # never lock (and truncate) a file outside the root
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise LocalStoreError(f"cannot open lock {self.path}: {exc.strerror}") from exc
         try:

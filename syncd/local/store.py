@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -88,12 +89,58 @@ class LocalStore:
     def prepare(self) -> None:
         """Create the bookkeeping folders (the lock holder clears staging, see clear_staging)."""
         try:
-            for folder in (self.staging, self.manifests, self.quarantine, self.trash, self.parts):
-                folder.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            # Quarantine first: symlinks found in the others are moved into it.
+            for folder in (self.quarantine, self.staging, self.manifests, self.trash, self.parts):
+                self.real_dir(folder)
         except OSError as exc:
             raise LocalStoreError(f"cannot create {self.meta}: {exc.strerror}") from exc
         if not os.access(self.root, os.W_OK):
             raise LocalStoreError(f"{self.root} is not writable by this process")
+
+    def real_dir(self, path: Path) -> Path:
+        """`path` (under the root) as a real folder, never through a symlink.
+
+        Each component from the root down is checked with lstat; a symlink or a file where a
+        folder should be is set aside (the link itself, never what it points to) and a fresh
+        folder made. Anyone who can write the dataset could otherwise make syncd write,
+        chmod or delete outside it.
+        """
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except FileNotFoundError:
+                current.mkdir()
+                continue
+            if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+                self.set_aside(current)
+                current.mkdir()
+        return path
+
+    def set_aside(self, path: Path) -> None:
+        """Move something syncd did not put there (a symlink, a stray file) to quarantine."""
+        kind = "symlink" if path.is_symlink() else "file"
+        quarantine = self.quarantine
+        if path != quarantine and quarantine.is_dir() and not quarantine.is_symlink():
+            kept = quarantine / f"{path.name}.{kind}.{time.time_ns()}"
+            os.rename(path, kept)
+            log.warning("moved a %s found at %s to %s (never followed)", kind, path, kept)
+        else:
+            path.unlink()
+            log.warning("removed a %s found at %s (never followed)", kind, path)
+
+    def remove_links(self, folder: Path) -> list[str]:
+        """Set aside every symlink inside `folder` (not following any); returns their paths."""
+        found = []
+        for directory, folders, files in os.walk(folder, followlinks=False):
+            for name in [*folders, *files]:
+                path = Path(directory) / name
+                if path.is_symlink():
+                    found.append(str(path.relative_to(folder)))
+                    self.set_aside(path)
+        return found
 
     def clear_staging(self, keep_resumable_for: float = 86400.0) -> None:
         """Remove what a dead writer left half-built; only the lock holder may do this.
@@ -103,9 +150,13 @@ class LocalStore:
         """
         now = time.time()
         kept = set()
+        self.prepare()
         for leftover in self.staging.iterdir():
+            if leftover.is_symlink():
+                self.set_aside(leftover)
+                continue
             name = leftover.name.removesuffix(".resume")
-            fresh = now - leftover.stat().st_mtime < keep_resumable_for
+            fresh = now - leftover.lstat().st_mtime < keep_resumable_for
             if leftover.name.endswith(".resume") and is_run_id(name) and fresh:
                 kept.add(name)
                 continue
@@ -113,20 +164,24 @@ class LocalStore:
         for leftover in self.trash.iterdir():
             self.discard(leftover)
         for part_map in self.parts.iterdir():
-            if part_map.name not in kept:
+            if part_map.is_symlink():
+                self.set_aside(part_map)
+            elif part_map.name not in kept:
                 self.discard(part_map)
 
     def resume_staging(self, run_id: str) -> Path:
         """Where a run folder is built; an interrupted build is found again here."""
         self.run_dir(run_id)
-        folder = self.staging / f"{run_id}.resume"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.real_dir(self.staging / f"{run_id}.resume")
+        self.remove_links(folder)  # a link planted inside would be written through
         folder.chmod(0o755)  # endpoints usually run as another user and must read the folder
         return folder
 
     def resume_state(self, run_id: str) -> ResumeState:
         self.run_dir(run_id)
-        return ResumeState(self.parts / run_id)
+        folder = self.real_dir(self.parts / run_id)
+        self.remove_links(folder)
+        return ResumeState(folder)
 
     def run_dir(self, run_id: str) -> Path:
         """The published folder of a run (the run id is checked before it touches a path)."""
@@ -177,6 +232,9 @@ class LocalStore:
             raise
 
     def discard(self, path: Path) -> None:
+        if path.is_symlink():
+            path.unlink()  # the link only: what it points to is not ours
+            return
         shutil.rmtree(path, ignore_errors=True)
 
     def damaged(self, manifest: Manifest) -> dict[str, str]:
@@ -191,13 +249,15 @@ class LocalStore:
         damaged = {}
         for entry in manifest.files:
             try:
-                stat = (folder / entry.path).stat()
+                facts = os.lstat(folder / entry.path)
             except OSError:
                 damaged[entry.path] = "missing_file"
                 continue
-            if stat.st_size != entry.size:
+            if not stat.S_ISREG(facts.st_mode):
+                damaged[entry.path] = "missing_file"  # a symlink or folder in its place
+            elif facts.st_size != entry.size:
                 damaged[entry.path] = "size"
-            elif entry.mtime_ns is not None and stat.st_mtime_ns != entry.mtime_ns:
+            elif entry.mtime_ns is not None and facts.st_mtime_ns != entry.mtime_ns:
                 damaged[entry.path] = "mtime"
         return damaged
 
@@ -226,6 +286,7 @@ class LocalStore:
         at once and whole, then deleted; its manifest last."""
         folder = self.run_dir(run_id)
         if folder.exists():
+            self.real_dir(self.trash)
             aside = self.trash / f"{run_id}.{time.time_ns()}"
             os.rename(folder, aside)
             self.discard(aside)
@@ -287,6 +348,7 @@ class LocalStore:
         if owned:
             self.discard(old)
         else:
+            self.real_dir(self.quarantine)
             kept = self.quarantine / f"{target.name}.{time.strftime('%Y%m%dT%H%M%S')}"
             os.rename(old, kept)
             log.warning("kept a folder syncd did not create at %s", kept)

@@ -141,8 +141,15 @@ def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
     `keep` opens what a killed attempt left (resume) instead of starting empty.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_RDWR | os.O_CREAT | (0 if keep else os.O_TRUNC)  # read back by OrderedHasher
-    fd = os.open(path, flags, 0o644)
+    # O_NOFOLLOW: a symlink planted in staging must never be written through.
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if keep else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        path.unlink()  # the link itself; then a real file in its place
+        fd = os.open(path, flags, 0o644)
     try:
         if size > 0:
             try:
