@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from syncd.core.desired import ModelVersionRef, RegisteredModel, Role, pointed
 from syncd.core.resolution import Basis, parse_model_context, resolve_parent_run
@@ -26,7 +26,6 @@ __all__ = [
     "DesiredState",
     "MlflowRegistry",
     "ModelVersionRef",
-    "Registry",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,16 +58,6 @@ class DesiredState:
     target: str
     models: list[DesiredModel]
     errors: dict[str, SyncdError]
-
-
-class Registry(Protocol):
-    async def list_models(self) -> list[RegisteredModel]: ...
-
-    async def get_model(self, name: str) -> RegisteredModel | None: ...
-
-    async def wanted(
-        self, target: TargetSettings, models: Iterable[RegisteredModel]
-    ) -> DesiredState: ...
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -117,12 +106,10 @@ class MlflowRegistry:
         self._resolution = resolution
         self._read_artifact = read_artifact
         self.cache = cache or ResolutionCache()
-        self.requests = 0  # registry calls made, for tests and the benchmark
         self._on_request = on_request
 
     async def _call(self, what: str, function: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """One client call off the event loop; every failure leaves as a RegistryError."""
-        self.requests += 1
         if self._on_request is not None:
             self._on_request()
         try:
