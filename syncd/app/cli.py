@@ -338,10 +338,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{run_id}  NO MANIFEST (not created by syncd, or never completed)")
             bad += 1
             continue
-        problems = [
-            f"{p.path} ({p.reason})"
-            for p in verify_manifest(store.run_dir(run_id), manifest, limiter)
-        ]
+        problems = [p.describe() for p in verify_manifest(store.run_dir(run_id), manifest, limiter)]
         if run_id in listings:
             problems += [
                 f"{path} (source changed)" for path in differences(manifest, listings[run_id])

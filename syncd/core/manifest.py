@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FileEntry", "Manifest", "RemoteObject", "WantedBy", "differences"]
+__all__ = ["FileEntry", "Manifest", "RemoteObject", "Span", "WantedBy", "differences"]
 
 FORMAT_VERSION = 1
 
@@ -19,6 +19,19 @@ class RemoteObject:
     path: str
     size: int
     etag: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """Bytes [start, end) of a file and the CRC32C they had when verified."""
+
+    start: int
+    end: int
+    crc32c: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,19 @@ class FileEntry:
     note: str = ""
     verified_at: float = 0.0
     mtime_ns: int | None = None  # as published; a change means someone touched the file
+    # (end offset, CRC32C) of each range as it arrived, ranges back to back from 0: a repair
+    # finds the damaged ranges by re-hashing locally and fetches only those. Empty when the
+    # file came through the MLflow server (no ranged reads there).
+    range_crc32c: tuple[tuple[int, int], ...] = ()
+
+    def spans(self) -> list[Span]:
+        """The recorded ranges as (start, end, crc32c)."""
+        found = []
+        start = 0
+        for end, crc in self.range_crc32c:
+            found.append(Span(start, end, crc))
+            start = end
+        return found
 
 
 @dataclass(frozen=True)
@@ -80,12 +106,17 @@ class Manifest:
         return cls(
             run_id=document["run_id"],
             source_uri=document["source_uri"],
-            files=tuple(FileEntry(**entry) for entry in document["files"]),
+            files=tuple(_file_entry(entry) for entry in document["files"]),
             wanted_by=tuple(WantedBy(**wanted) for wanted in document.get("wanted_by", [])),
             synced_at=document.get("synced_at", 0.0),
             syncd_version=document.get("syncd_version", ""),
             extra=document.get("extra", {}),
         )
+
+
+def _file_entry(document: dict[str, Any]) -> FileEntry:
+    ranges = tuple((int(end), int(crc)) for end, crc in document.pop("range_crc32c", ()))
+    return FileEntry(**document, range_crc32c=ranges)
 
 
 def differences(manifest: Manifest | None, listing: Iterable[RemoteObject]) -> list[str]:

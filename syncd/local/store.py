@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from syncd.core.folder_plan import LocalFile, stat_damage
 from syncd.core.ids import is_run_id
 from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError
@@ -237,29 +238,26 @@ class LocalStore:
             return
         shutil.rmtree(path, ignore_errors=True)
 
-    def damaged(self, manifest: Manifest) -> dict[str, str]:
-        """Files of the manifest that are gone or touched since publication (stat only).
-
-        Reasons: `missing_folder`, `missing_file`, `size`, `mtime`. A changed mtime with the
-        same size is how an in-place edit or a half-failed copy shows without re-hashing.
-        """
+    def local_facts(self, manifest: Manifest) -> dict[str, LocalFile] | None:
+        """`lstat` of each file the manifest lists (absent ones left out); None when the run
+        folder itself is gone."""
         folder = self.run_dir(manifest.run_id)
         if not folder.is_dir():
-            return {entry.path: "missing_folder" for entry in manifest.files}
-        damaged = {}
+            return None
+        facts = {}
         for entry in manifest.files:
             try:
-                facts = os.lstat(folder / entry.path)
+                found = os.lstat(folder / entry.path)
             except OSError:
-                damaged[entry.path] = "missing_file"
                 continue
-            if not stat.S_ISREG(facts.st_mode):
-                damaged[entry.path] = "missing_file"  # a symlink or folder in its place
-            elif facts.st_size != entry.size:
-                damaged[entry.path] = "size"
-            elif entry.mtime_ns is not None and facts.st_mtime_ns != entry.mtime_ns:
-                damaged[entry.path] = "mtime"
-        return damaged
+            facts[entry.path] = LocalFile(
+                found.st_size, found.st_mtime_ns, stat.S_ISREG(found.st_mode)
+            )
+        return facts
+
+    def damaged(self, manifest: Manifest) -> dict[str, str]:
+        """Files of the manifest that are gone or touched since publication (stat only)."""
+        return stat_damage(manifest, self.local_facts(manifest))
 
     def manifests_on_disk(self) -> list[Manifest]:
         """Every readable manifest under this root."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +20,9 @@ from syncd.core.checksum import (
     multipart_etag,
     new_hasher,
 )
-from syncd.core.manifest import FileEntry, Manifest
+from syncd.core.manifest import FileEntry, Manifest, Span
 
-__all__ = ["FileProblem", "RateLimiter", "verify_entry", "verify_manifest"]
+__all__ = ["FileProblem", "RateLimiter", "damaged_spans", "verify_entry", "verify_manifest"]
 
 _BLOCK = 8 << 20
 
@@ -55,6 +57,39 @@ class FileProblem:
 
     path: str
     reason: str  # missing, size, checksum
+    spans: tuple[Span, ...] = ()  # the damaged ranges, where the manifest recorded ranges
+
+    def describe(self) -> str:
+        """`model.safetensors (checksum: bytes 0-16777215, 1 of 4 ranges)` and the like."""
+        if not self.spans:
+            return f"{self.path} ({self.reason})"
+        where = ", ".join(f"bytes {span.start}-{span.end - 1}" for span in self.spans[:3])
+        more = f" and {len(self.spans) - 3} more" if len(self.spans) > 3 else ""
+        return f"{self.path} ({self.reason}: {where}{more})"
+
+
+def damaged_spans(path: Path, entry: FileEntry, limiter: RateLimiter) -> tuple[Span, ...]:
+    """The recorded ranges of `entry` whose bytes in `path` no longer hash as recorded."""
+    damaged = []
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        buffer = bytearray(min(_BLOCK, max(entry.size, 1)))
+        view = memoryview(buffer)
+        for span in entry.spans():
+            hasher = CrcHasher(Algorithm.CRC32C)
+            position = span.start
+            while position < span.end:
+                count = os.preadv(fd, [view[: min(len(buffer), span.end - position)]], position)
+                if not count:
+                    break  # shorter than recorded: this range and the rest are damaged
+                hasher.update(view[:count])
+                limiter.consume(count)
+                position += count
+            if position < span.end or hasher.value != span.crc32c:
+                damaged.append(span)
+    finally:
+        os.close(fd)
+    return tuple(damaged)
 
 
 def _hash_parts(
@@ -112,11 +147,19 @@ def verify_entry(folder: Path, entry: FileEntry, limiter: RateLimiter) -> FilePr
     """Re-hash one file; the problem found, or None when it still matches."""
     path = folder / entry.path
     try:
-        size = path.stat().st_size
+        facts = path.lstat()
     except OSError:
         return FileProblem(entry.path, "missing")
+    if not stat.S_ISREG(facts.st_mode):
+        return FileProblem(entry.path, "missing")  # a symlink or folder in its place
+    size = facts.st_size
     if size != entry.size:
         return FileProblem(entry.path, "size")
+    if entry.range_crc32c:
+        # The range CRCs were taken from the bytes that passed the source's check: they locate
+        # damage to a range, and hash ~15x faster than the MD5 most sources offer.
+        spans = damaged_spans(path, entry, limiter)
+        return FileProblem(entry.path, "checksum", spans) if spans else None
     computed = _computed(path, entry, limiter)
     if (
         computed is not None

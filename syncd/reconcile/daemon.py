@@ -13,13 +13,13 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from syncd.core.desired import RegisteredModel, matches
+from syncd.core.folder_plan import Suspicion, merge_suspicion
 from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError
 from syncd.local.lock import RootLock
@@ -90,7 +90,8 @@ class Daemon:
         self._queue = WorkQueue()
         self._wake = asyncio.Event()
         self._desired: dict[Key, DesiredModel] = {}
-        self._distrust: dict[Key, set[str]] = defaultdict(set)
+        # deep verify's findings, kept until a sync has acted on them
+        self._distrust: dict[Key, Suspicion] = {}
         self._checking: set[Key] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._last_poll: float | None = None
@@ -527,9 +528,10 @@ class Daemon:
                 desired.model,
                 desired.ref.version,
                 key.run_id,
-                ", ".join(f"{p.path} ({p.reason})" for p in problems),
+                ", ".join(p.describe() for p in problems),
             )
-            self._distrust[key].update(p.path for p in problems)
+            found = {p.path: p.spans or None for p in problems}
+            self._distrust[key] = merge_suspicion(self._distrust.get(key, {}), found)
             self._queue.add(key)
 
     # ---- work --------------------------------------------------------------------------------
@@ -549,13 +551,13 @@ class Daemon:
         status = self.status.folders[key]
         progress = SyncProgress()
         status.state, status.progress = "syncing", progress
-        distrust = frozenset(self._distrust.pop(key, set()))
+        distrust = self._distrust.pop(key, {})
         store = self._root(key).store
         started = time.monotonic()
         try:
             outcome = await self._syncer.ensure(store, key.target, desired, progress, distrust)
         except Exception as exc:
-            self._distrust[key].update(distrust)
+            self._distrust[key] = merge_suspicion(self._distrust.get(key, {}), distrust)
             if isinstance(exc, SyncdError):
                 error = str(exc)
             else:  # a bug must not stop the other folders; log it loudly

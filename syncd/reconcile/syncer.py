@@ -13,13 +13,21 @@ from pathlib import Path
 from typing import Literal
 
 from syncd import __version__
+from syncd.core.folder_plan import FolderPlan, Patch, Suspicion, plan_folder, worth_range_check
 from syncd.core.ids import safe_relative_path
-from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
-from syncd.errors import LocalStoreError, SourceError, UnsafeKeyError, primary_error
+from syncd.core.manifest import FileEntry, Manifest, RemoteObject, Span, WantedBy
+from syncd.errors import (
+    ChecksumMismatchError,
+    LocalStoreError,
+    SourceError,
+    UnsafeKeyError,
+    primary_error,
+)
 from syncd.local.store import LocalStore
+from syncd.local.verify import RateLimiter, damaged_spans
 from syncd.metrics import Metrics
 from syncd.remote.registry import DesiredModel
-from syncd.remote.source import Sources
+from syncd.remote.source import Location, Sources
 from syncd.transfer.engine import Downloader
 from syncd.transfer.resume import ResumeState
 
@@ -75,7 +83,11 @@ def check_listing(listing: list[RemoteObject]) -> None:
 
 
 class Syncer:
-    """Compares a run folder with its source and rebuilds what differs."""
+    """Compares a run folder with its source and rebuilds what differs.
+
+    The I/O shell around `core.folder_plan`: it gathers the facts, lets the plan decide, and
+    carries the plan out, with every blocking file-system call in a worker thread.
+    """
 
     def __init__(self, sources: Sources, downloader: Downloader, metrics: Metrics) -> None:
         self._sources = sources
@@ -88,12 +100,12 @@ class Syncer:
         target: str,
         desired: DesiredModel,
         progress: SyncProgress | None = None,
-        distrust: frozenset[str] = frozenset(),
+        distrust: Suspicion | None = None,
     ) -> SyncOutcome:
         """Make `{root}/{run_id}` hold exactly the source's files, verified; idempotent.
 
         `distrust` names published files known bad though they look intact (deep verify found
-        them altered): they are downloaded again, never linked.
+        them altered), with their damaged ranges where known: only those are fetched again.
         """
         progress = progress or SyncProgress()
         location = self._sources.locate(desired.source_uri)
@@ -106,110 +118,96 @@ class Syncer:
             )
         check_listing(listing)
         wanted = WantedBy(target, desired.model, desired.ref.selector, desired.ref.version)
-        manifest = store.read_manifest(desired.run_id)
-        stale = differences(manifest, listing)
-        damaged = store.damaged(manifest) if manifest is not None else {}
-        damaged.update({path: "checksum" for path in distrust})
-        if manifest is not None and not stale and not damaged:
+        manifest = await asyncio.to_thread(store.read_manifest, desired.run_id)
+        plan = await self._plan(store, manifest, listing, distrust or {})
+        if plan.noop:
+            assert manifest is not None
             if wanted not in manifest.wanted_by:
-                store.write_manifest(replace(manifest, wanted_by=(*manifest.wanted_by, wanted)))
+                updated = replace(manifest, wanted_by=(*manifest.wanted_by, wanted))
+                await asyncio.to_thread(store.write_manifest, updated)
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
-        outcome = await self._rebuild(
-            store, target, desired, listing, manifest, wanted, progress, damaged
-        )
-        if manifest is not None and damaged:
+        build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
+        outcome = await self._carry_out(build, progress)
+        if manifest is not None and plan.heal:
             log.warning(
                 "%s: healed %s v%s run %s: %s",
                 target,
                 desired.model,
                 desired.ref.version,
                 desired.run_id,
-                ", ".join(f"{path} ({reason})" for path, reason in sorted(damaged.items())),
+                ", ".join(
+                    _healed(path, reason, plan) for path, reason in sorted(plan.heal.items())
+                ),
             )
-            outcome = replace(outcome, healed=damaged)
+            outcome = replace(outcome, healed=dict(plan.heal))
         return outcome
 
-    async def _rebuild(
+    async def _plan(
         self,
         store: LocalStore,
-        target: str,
-        desired: DesiredModel,
-        listing: list[RemoteObject],
         manifest: Manifest | None,
-        wanted: WantedBy,
-        progress: SyncProgress,
-        damaged: dict[str, str],
-    ) -> SyncOutcome:
-        folder = store.run_dir(desired.run_id)
-        location = self._sources.locate(desired.source_uri)
-        reusable = _reusable_entries(store, manifest, listing, set(damaged))
-        to_fetch = [obj for obj in listing if obj.path not in reusable]
-        progress.total_files = len(to_fetch)
-        progress.total_bytes = sum(obj.size for obj in to_fetch)
-        store.check_space(progress.total_bytes)
+        listing: list[RemoteObject],
+        distrust: Suspicion,
+    ) -> FolderPlan:
+        """Gather the local facts the plan needs: `lstat` of each file, and for files touched
+        in place, which recorded ranges no longer hash as they did."""
+        if manifest is None:
+            return plan_folder(None, listing, None)
+        local = await asyncio.to_thread(store.local_facts, manifest)
+        suspicion = dict(distrust)
+        folder = store.run_dir(manifest.run_id)
+        entries = {entry.path: entry for entry in manifest.files}
+        for path in worth_range_check(manifest, local):
+            if path not in suspicion:
+                suspicion[path] = await asyncio.to_thread(
+                    _damaged_spans_or_none, folder / path, entries[path]
+                )
+        return plan_folder(manifest, listing, local, suspicion)
+
+    async def _carry_out(self, build: _Build, progress: SyncProgress) -> SyncOutcome:
+        plan, store, run_id = build.plan, build.store, build.desired.run_id
+        progress.total_files = len(plan.fetch) + len(plan.patch)
+        progress.total_bytes = plan.fetch_bytes
+        copies = sum(patch.entry.size for patch in plan.patch.values())
+        await asyncio.to_thread(store.check_space, progress.total_bytes + copies)
         log.info(
-            "%s: syncing %s v%s run %s: %d files, %d bytes from %s (%d kept)",
-            target,
-            desired.model,
-            desired.ref.version,
-            desired.run_id,
-            len(to_fetch),
+            "%s: syncing %s v%s run %s: %d files, %d bytes from %s (%d kept, %d patched)",
+            build.target,
+            build.desired.model,
+            build.desired.ref.version,
+            run_id,
+            len(plan.fetch),
             progress.total_bytes,
-            location.uri,
-            len(reusable),
+            build.location.uri,
+            len(plan.reuse),
+            len(plan.patch),
         )
-        staging = store.resume_staging(desired.run_id)
-        resume = store.resume_state(desired.run_id)
+        staging = await asyncio.to_thread(store.resume_staging, run_id)
+        resume = store.resume_state(run_id)
         published = interrupted = False
         try:
-            # A build interrupted earlier may hold files the source no longer has: never publish
-            # those.
-            await asyncio.to_thread(_prune, staging, {obj.path for obj in listing})
-            entries: dict[str, FileEntry] = {}
-            for path, entry in reusable.items():
-                destination = staging / path
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                destination.unlink(missing_ok=True)
-                os.link(folder / path, destination)
-                entries[path] = entry
-
-            async def fetch(obj: RemoteObject) -> None:
-                destination = staging / obj.path
-                entry = await self._sources.download(
-                    self._downloader, location, obj, destination, progress.add, resume
-                )
-                entries[obj.path] = replace(entry, mtime_ns=destination.stat().st_mtime_ns)
-                progress.done_files += 1
-
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for obj in to_fetch:
-                        group.create_task(fetch(obj))
-            except BaseExceptionGroup as failed:
-                raise primary_error(failed) from failed
+            await asyncio.to_thread(
+                _prepare_staging, staging, store.run_dir(run_id), build.listing, plan
+            )
+            entries = await self._transfer(build, staging, resume, progress)
             new_manifest = Manifest(
-                run_id=desired.run_id,
-                source_uri=location.uri,
-                files=tuple(entries[obj.path] for obj in sorted(listing, key=lambda o: o.path)),
-                wanted_by=_merge_wanted(manifest, wanted),
+                run_id=run_id,
+                source_uri=build.location.uri,
+                files=tuple(entries[path] for path in sorted(entries)),
+                wanted_by=_merge_wanted(build.manifest, build.wanted),
                 synced_at=time.time(),
                 syncd_version=__version__,
             )
-            await asyncio.to_thread(store.flush, staging)
-            store.publish(staging, desired.run_id, owned=manifest is not None)
+            # Shielded: once the swap starts, it finishes with its manifest written, whatever
+            # arrives meanwhile.
+            await asyncio.shield(
+                asyncio.to_thread(_publish, store, staging, new_manifest, resume, build.manifest)
+            )
             published = True
-            store.write_manifest(new_manifest)
-            resume.clear()
         except OSError as exc:
             if exc.errno not in _LOCAL_ERRNOS:
                 raise
-            # A full disk, a quota, a read-only or failing volume: one clear line that names
-            # the root and the need; the failed build is discarded below, freeing its space.
-            where = Path(exc.filename).name if exc.filename else "the dataset"
-            raise LocalStoreError(
-                f"{store.root}: {os.strerror(exc.errno or 0).lower()} while writing {where} "
-                f"(this sync needs {progress.total_bytes} bytes there)"
-            ) from exc
+            raise _local_failure(store, exc, progress.total_bytes) from exc
         except asyncio.CancelledError:
             # Stopped (SIGTERM): keep what is on disk so the next start fetches only the rest.
             # Nothing half-built is ever published: it stays in staging.
@@ -220,26 +218,113 @@ class Syncer:
                 # A failed build is not trusted: start clean next time. Shielded from
                 # cancellation so it always completes.
                 await asyncio.shield(asyncio.to_thread(_discard_build, store, staging, resume))
-        self._metrics.downloaded_files.labels(target=target).inc(len(to_fetch))
-        self._metrics.reused_files.labels(target=target).inc(len(reusable))
-        unverified = [entry for entry in new_manifest.unverified if entry.path not in reusable]
+        self._account(build, new_manifest)
+        return SyncOutcome(
+            "synced",
+            run_id,
+            len(plan.fetch) + len(plan.patch),
+            progress.total_bytes,
+            len(plan.reuse),
+            new_manifest,
+        )
+
+    async def _transfer(
+        self, build: _Build, staging: Path, resume: ResumeState, progress: SyncProgress
+    ) -> dict[str, FileEntry]:
+        """Fetch and patch what the plan says, all at once under the downloader's limits."""
+        entries = dict(build.plan.reuse)
+
+        async def settle(path: str, entry: FileEntry) -> None:
+            stat = await asyncio.to_thread(os.stat, staging / path)
+            entries[path] = replace(entry, mtime_ns=stat.st_mtime_ns)
+            progress.done_files += 1
+
+        async def fetch(obj: RemoteObject) -> None:
+            entry = await self._sources.download(
+                self._downloader, build.location, obj, staging / obj.path, progress.add, resume
+            )
+            await settle(obj.path, entry)
+
+        async def patch(obj: RemoteObject, patch: Patch) -> None:
+            try:
+                entry = await self._sources.repair(
+                    self._downloader, build.location, patch, staging / obj.path, progress.add
+                )
+            except ChecksumMismatchError as exc:
+                log.warning("%s: %s; downloading the whole file", build.target, exc)
+                progress.total_bytes += obj.size - patch.damaged_bytes
+                entry = await self._sources.download(
+                    self._downloader, build.location, obj, staging / obj.path, progress.add
+                )
+            await settle(obj.path, entry)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for obj in build.listing:
+                    if obj.path in build.plan.patch:
+                        group.create_task(patch(obj, build.plan.patch[obj.path]))
+                    elif obj.path not in entries:
+                        group.create_task(fetch(obj))
+        except BaseExceptionGroup as failed:
+            raise primary_error(failed) from failed
+        return entries
+
+    def _account(self, build: _Build, manifest: Manifest) -> None:
+        """Metrics for a finished build, and a warning for files only their size vouches for."""
+        plan, target = build.plan, build.target
+        self._metrics.downloaded_files.labels(target=target).inc(len(plan.fetch) + len(plan.patch))
+        self._metrics.reused_files.labels(target=target).inc(len(plan.reuse))
+        unverified = [entry for entry in manifest.unverified if entry.path not in plan.reuse]
         if unverified:
             self._metrics.unverified_files.labels(target=target).inc(len(unverified))
             log.warning(
                 "%s: %d file(s) of run %s could only be size-checked: %s",
                 target,
                 len(unverified),
-                desired.run_id,
+                build.desired.run_id,
                 unverified[0].note,
             )
-        return SyncOutcome(
-            "synced",
-            desired.run_id,
-            len(to_fetch),
-            progress.total_bytes,
-            len(reusable),
-            new_manifest,
-        )
+
+
+@dataclass(frozen=True)
+class _Build:
+    """Everything one rebuild of a run folder works from."""
+
+    store: LocalStore
+    target: str
+    desired: DesiredModel
+    location: Location
+    listing: list[RemoteObject]
+    manifest: Manifest | None
+    wanted: WantedBy
+    plan: FolderPlan
+
+
+def _healed(path: str, reason: str, plan: FolderPlan) -> str:
+    patch = plan.patch.get(path)
+    if patch is None:
+        return f"{path} ({reason})"
+    return (
+        f"{path} ({reason}, {patch.damaged_bytes} bytes in {len(patch.spans)} range(s) refetched)"
+    )
+
+
+def _damaged_spans_or_none(path: Path, entry: FileEntry) -> tuple[Span, ...] | None:
+    """Which recorded ranges of a touched file changed; None (fetch it whole) if unreadable."""
+    try:
+        return damaged_spans(path, entry, RateLimiter(None))
+    except OSError:
+        return None
+
+
+def _local_failure(store: LocalStore, exc: OSError, needed: int) -> LocalStoreError:
+    # A full disk, a quota, a read-only or failing volume: one clear line that names the root
+    # and the need; the failed build is discarded by the caller, freeing its space.
+    where = Path(exc.filename).name if exc.filename else "the dataset"
+    return LocalStoreError(
+        f"{store.root}: {os.strerror(exc.errno or 0).lower()} while writing {where} "
+        f"(this sync needs {needed} bytes there)"
+    )
 
 
 def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy, ...]:
@@ -247,30 +332,55 @@ def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy
     return previous if wanted in previous else (*previous, wanted)
 
 
-def _reusable_entries(
-    store: LocalStore, manifest: Manifest | None, listing: list[RemoteObject], damaged: set[str]
-) -> dict[str, FileEntry]:
-    """Published files still matching the source and untouched on disk: linked, not fetched."""
-    if manifest is None:
-        return {}
-    folder = store.run_dir(manifest.run_id)
-    if not folder.is_dir():
-        return {}
-    previous = {entry.path: entry for entry in manifest.files}
-    reusable = {}
-    for obj in listing:
-        entry = previous.get(obj.path)
-        if entry is None or obj.path in damaged or obj.etag is None:
-            continue
-        if entry.size != obj.size or entry.etag != obj.etag:
-            continue
+def _prepare_staging(
+    staging: Path, folder: Path, listing: list[RemoteObject], plan: FolderPlan
+) -> None:
+    """Staging holds the listing's files only: kept files linked from the published folder,
+    files to patch copied from it (the published ones stay untouched until the swap)."""
+    # A build interrupted earlier may hold files the source no longer has: never publish those.
+    _prune(staging, {obj.path for obj in listing})
+    for path in plan.reuse:
+        destination = staging / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.unlink(missing_ok=True)
+        os.link(folder / path, destination)
+    for path in plan.patch:
+        destination = staging / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.unlink(missing_ok=True)
+        _copy_file(folder / path, destination)
+
+
+def _copy_file(source: Path, destination: Path) -> None:
+    """A private copy, never through a symlink; `copy_file_range` lets the filesystem share
+    or offload the blocks where it can."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        dst = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            stat = (folder / obj.path).stat()
-        except OSError:
-            continue
-        if stat.st_size == entry.size:
-            reusable[obj.path] = replace(entry, mtime_ns=stat.st_mtime_ns)
-    return reusable
+            remaining = os.fstat(src).st_size
+            while remaining:
+                copied = os.copy_file_range(src, dst, remaining)
+                if not copied:
+                    raise OSError(errno.EIO, "short copy", str(source))
+                remaining -= copied
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _publish(
+    store: LocalStore,
+    staging: Path,
+    manifest: Manifest,
+    resume: ResumeState,
+    previous: Manifest | None,
+) -> None:
+    store.flush(staging)
+    store.publish(staging, manifest.run_id, owned=previous is not None)
+    store.write_manifest(manifest)
+    resume.clear()
 
 
 def _prune(staging: Path, wanted: set[str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from syncd.core.folder_plan import Patch
 from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.errors import SourceError
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy
@@ -18,7 +19,7 @@ from syncd.settings import Settings
 from syncd.transfer.engine import Downloader, Progress, backoff_delay
 from syncd.transfer.resume import ResumeState
 
-__all__ = ["ProxiedLocation", "Sources", "locate"]
+__all__ = ["Location", "ProxiedLocation", "Sources", "locate"]
 
 T = TypeVar("T")
 
@@ -136,3 +137,17 @@ class Sources:
         return await downloader.download_proxied(
             self._require_proxy(location), child.path, obj, dest, progress
         )
+
+    async def repair(
+        self,
+        downloader: Downloader,
+        location: Location,
+        patch: Patch,
+        dest: Path,
+        progress: Progress,
+    ) -> FileEntry:
+        """Fetch a file's damaged ranges again into `dest`, a copy of the published file."""
+        child = location.child(patch.entry.path)
+        # Only ranged S3 reads record range checksums, so only S3 files are ever patched.
+        assert isinstance(child, S3Location)
+        return await downloader.repair_s3(self._s3, child, patch.entry, dest, patch.spans, progress)

@@ -20,6 +20,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError
 
 from syncd.core.checksum import (
+    Algorithm,
     CrcHasher,
     Hasher,
     checksums_match,
@@ -29,7 +30,7 @@ from syncd.core.checksum import (
     multipart_etag,
     new_hasher,
 )
-from syncd.core.manifest import FileEntry, RemoteObject
+from syncd.core.manifest import FileEntry, RemoteObject, Span
 from syncd.core.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
 from syncd.errors import (
     ChecksumMismatchError,
@@ -168,6 +169,28 @@ def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
     return fd
 
 
+def open_existing(path: Path) -> int:
+    """An existing regular file opened for writing in place, never through a symlink."""
+    return os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+
+
+class RangeHashers:
+    """What one range's bytes feed: the check's own hasher, if it hashes per range, and the
+    CRC32C the manifest keeps so that a later repair finds and re-fetches only this range."""
+
+    def __init__(self, check: Hasher | None) -> None:
+        self.check = check
+        self.crc32c = CrcHasher(Algorithm.CRC32C)
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        if self.check is not None:
+            self.check.update(data)
+        self.crc32c.update(data)  # ~12 GB/s with awscrt: no cost next to the network
+
+    def digest(self) -> bytes:
+        return self.crc32c.digest()
+
+
 class OrderedHasher:
     """Feeds a whole-object hash in byte order while ranges finish in any order.
 
@@ -286,14 +309,7 @@ class Downloader:
         multipart_etag_listed = obj.etag is not None and "-" in obj.etag
         if obj.size <= self._settings.part_size and not multipart_etag_listed:
             return await self._download_whole(store, location, obj, dest, progress)
-        facts = await self._retrying(f"HEAD {location.uri}", lambda: store.head(location))
-        _check_same_object(location, obj, facts)
-        if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
-            first = await self._retrying(
-                f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
-            )
-            if first.parts_count:  # one part counts: its checksums are per part too
-                facts = replace(facts, parts_count=first.parts_count, first_part_size=first.size)
+        facts = await self._object_facts(store, location, obj)
         check = choose_check(facts, self._settings.verify)
         ranges = plan_ranges(
             facts.size,
@@ -311,38 +327,23 @@ class Downloader:
             part_map = await asyncio.to_thread(resume.for_file, obj.path, identity)
         already = part_map.done() if part_map is not None and dest.exists() else set()
         fd = await asyncio.to_thread(open_preallocated, dest, facts.size, bool(already))
-        loop = asyncio.get_running_loop()
+        hashed: dict[Range, RangeHashers] = {}
         try:
-            part_hashers: dict[Range, Hasher] = {}
             ordered = None
             if check.method == "whole":
                 assert check.algorithm is not None
                 ordered = OrderedHasher(fd, new_hasher(check.algorithm), facts.size, self._executor)
 
             async def fetch(byte_range: Range) -> None:
-                hasher: Hasher | None
                 if (byte_range.start, byte_range.end) in already:
-                    # On disk from a killed attempt: hash it from disk, fetch nothing.
-                    hasher = _range_hasher(check)
-                    if hasher is not None:
-                        await loop.run_in_executor(
-                            self._executor,
-                            _hash_span,
-                            fd,
-                            hasher,
-                            byte_range.start,
-                            byte_range.end,
-                            4 << 20,
-                        )
+                    hashed[byte_range] = await self._rehash_range(fd, byte_range, check)
                     progress(byte_range.length)
                 else:
-                    hasher = await self._fetch_range(
+                    hashed[byte_range] = await self._fetch_range(
                         store, location, byte_range, facts.etag, fd, check, progress
                     )
                     if part_map is not None:
                         await asyncio.to_thread(part_map.mark, byte_range.start, byte_range.end)
-                if hasher is not None:
-                    part_hashers[byte_range] = hasher
                 if ordered is not None:
                     ordered.range_done(byte_range)
 
@@ -357,10 +358,77 @@ class Downloader:
             os.close(fd)
         candidates = _candidates(
             check,
-            [(r, part_hashers.get(r)) for r in ranges],
+            [(r, hashed[r].check) for r in ranges],
             whole_digest.result() if whole_digest else None,
         )
-        return _verified_entry(obj, facts, check, candidates, dest)
+        entry = _verified_entry(obj, facts, check, candidates, dest)
+        return replace(entry, range_crc32c=tuple((r.end, hashed[r].crc32c.value) for r in ranges))
+
+    async def _object_facts(
+        self, store: S3ObjectStore, location: S3Location, obj: RemoteObject
+    ) -> ObjectFacts:
+        """HEAD the object (and its first part, for a multipart upload's part layout)."""
+        facts = await self._retrying(f"HEAD {location.uri}", lambda: store.head(location))
+        _check_same_object(location, obj, facts)
+        if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
+            first = await self._retrying(
+                f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
+            )
+            if first.parts_count:  # one part counts: its checksums are per part too
+                facts = replace(facts, parts_count=first.parts_count, first_part_size=first.size)
+        return facts
+
+    async def _rehash_range(self, fd: int, byte_range: Range, check: CheckPlan) -> RangeHashers:
+        """A range a killed attempt left on disk: hashed from disk, fetched not again."""
+        hashers = RangeHashers(_range_hasher(check))
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, _hash_span, fd, hashers, byte_range.start, byte_range.end, 4 << 20
+        )
+        return hashers
+
+    async def repair_s3(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        entry: FileEntry,
+        dest: Path,
+        spans: tuple[Span, ...],
+        progress: Progress,
+    ) -> FileEntry:
+        """Fetch `spans` of a published object again into `dest`, a copy of its file.
+
+        Each range must hash to the CRC32C recorded when the object was first downloaded
+        and verified; any other answer is a ChecksumMismatchError (the caller then fetches
+        the whole object).
+        """
+        assert entry.etag is not None
+        size_only = CheckPlan("size")  # the ranges feed only their CRC32C
+        fd = await asyncio.to_thread(open_existing, dest)
+        try:
+
+            async def fetch(span: Span) -> None:
+                byte_range = Range(span.start, span.end, 0)
+                assert entry.etag is not None
+                hashers = await self._fetch_range(
+                    store, location, byte_range, entry.etag, fd, size_only, progress
+                )
+                if hashers.crc32c.value != span.crc32c:
+                    raise ChecksumMismatchError(
+                        f"{entry.path} {byte_range.header}",
+                        "crc32c",
+                        encode_crc(Algorithm.CRC32C, span.crc32c),
+                        encode_crc(Algorithm.CRC32C, hashers.crc32c.value),
+                    )
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for span in spans:
+                        group.create_task(fetch(span))
+            except BaseExceptionGroup as failed:
+                raise primary_error(failed) from failed
+        finally:
+            os.close(fd)
+        return replace(entry, verified_at=time.time())
 
     async def _download_whole(
         self,
@@ -372,7 +440,7 @@ class Downloader:
     ) -> FileEntry:
         """A small object in one GET; its checksum headers come with the response."""
 
-        async def attempt() -> tuple[ObjectFacts, CheckPlan, dict[str, str]]:
+        async def attempt() -> tuple[ObjectFacts, CheckPlan, dict[str, str], int]:
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
@@ -380,19 +448,24 @@ class Downloader:
                         assert facts is not None
                         _check_same_object(location, obj, facts)
                         check = choose_check(facts, self._settings.verify)
-                        hasher = new_hasher(check.algorithm) if check.algorithm else None
+                        hashers = RangeHashers(
+                            new_hasher(check.algorithm) if check.algorithm else None
+                        )
                         fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
                         try:
-                            await self._stream(body.read, fd, 0, facts.size, hasher, progress)
+                            await self._stream(body.read, fd, 0, facts.size, hashers, progress)
                         finally:
                             os.close(fd)
                 finally:
                     self._observer.in_flight(-1)
-            candidates = {} if hasher is None else {check.label: _encode_digest(check, hasher)}
-            return facts, check, candidates
+            candidates = (
+                {} if hashers.check is None else {check.label: _encode_digest(check, hashers.check)}
+            )
+            return facts, check, candidates, hashers.crc32c.value
 
-        facts, check, candidates = await self._retrying(f"GET {location.uri}", attempt)
-        return _verified_entry(obj, facts, check, candidates, dest)
+        facts, check, candidates, crc = await self._retrying(f"GET {location.uri}", attempt)
+        entry = _verified_entry(obj, facts, check, candidates, dest)
+        return replace(entry, range_crc32c=((facts.size, crc),) if facts.size else ())
 
     async def _fetch_range(
         self,
@@ -403,9 +476,9 @@ class Downloader:
         fd: int,
         check: CheckPlan,
         progress: Progress,
-    ) -> Hasher | None:
-        async def attempt() -> Hasher | None:
-            hasher = _range_hasher(check)
+    ) -> RangeHashers:
+        async def attempt() -> RangeHashers:
+            hasher = RangeHashers(_range_hasher(check))
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
@@ -423,7 +496,7 @@ class Downloader:
                         # a presigned URL cannot, such as a redirect to the bucket's region,
                         # and otherwise reports the refusal in its own words.
                         log.info("threaded GET refused (%s); reading through aiobotocore", refused)
-                        hasher = _range_hasher(check)
+                        hasher = RangeHashers(_range_hasher(check))
                         await self._stream_range(
                             store, location, byte_range, etag, fd, hasher, progress
                         )

@@ -10,7 +10,7 @@ from awscrt import checksums as crt
 from syncd.core.checksum import Algorithm, composite_checksum, encode_crc, multipart_etag
 from syncd.core.manifest import FileEntry
 from syncd.local.lock import RootLock
-from syncd.local.verify import RateLimiter, verify_entry
+from syncd.local.verify import RateLimiter, damaged_spans, verify_entry
 
 DATA = os.urandom(3 * 1000 + 17)
 PART = 1000
@@ -123,3 +123,34 @@ def test_watcher_restarts_after_its_thread_fails(tmp_path: Path) -> None:
         assert threading.excepthook is not watcher._excepthook
 
     asyncio.run(scenario())
+
+
+def ranged_entry(data: bytes, ends: list[int]) -> FileEntry:
+    crcs, start = [], 0
+    for end in ends:
+        crcs.append((end, crt.crc32c(data[start:end])))
+        start = end
+    return FileEntry("f", len(data), "e", "md5", None, range_crc32c=tuple(crcs))
+
+
+def test_range_checksums_locate_the_damage(tmp_path: Path) -> None:
+    entry = ranged_entry(DATA, [1000, 2000, 3000, len(DATA)])
+    damaged = bytearray(DATA)
+    damaged[1500] ^= 1
+    damaged[3005] ^= 1
+    (tmp_path / "f").write_bytes(damaged)
+    problem = verify_entry(tmp_path, entry, RateLimiter(None))
+    assert problem is not None
+    assert problem.reason == "checksum"
+    assert [(s.start, s.end) for s in problem.spans] == [(1000, 2000), (3000, len(DATA))]
+    assert problem.describe() == "f (checksum: bytes 1000-1999, bytes 3000-3016)"
+    assert damaged_spans(tmp_path / "f", entry, RateLimiter(None)) == problem.spans
+    (tmp_path / "f").write_bytes(DATA)
+    assert verify_entry(tmp_path, entry, RateLimiter(None)) is None
+
+
+def test_a_symlink_in_place_of_a_file_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_bytes(DATA)
+    (tmp_path / "f").symlink_to(tmp_path / "elsewhere")
+    entry = ranged_entry(DATA, [len(DATA)])
+    assert verify_entry(tmp_path, entry, RateLimiter(None)).reason == "missing"  # type: ignore[union-attr]
