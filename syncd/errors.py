@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "RETRY_REASONS",
     "ChecksumMismatchError",
     "ConfigError",
     "HookError",
@@ -12,10 +13,12 @@ __all__ = [
     "RegistryNotFoundError",
     "ResolutionError",
     "RetriesExceededError",
+    "RetryableError",
     "SourceError",
     "SyncdError",
     "TransferError",
     "UnsafeKeyError",
+    "WebhookRejectedError",
     "primary_error",
 ]
 
@@ -88,6 +91,18 @@ class ObjectChangedError(TransferError):
         self.etag = etag
 
 
+# What a retried request failed with, as the `reason` label of syncd_retries_total.
+RETRY_REASONS = ("throttled", "server_error", "connection", "timeout", "bad_response", "other")
+
+
+class RetryableError(TransferError):
+    """A failure worth another attempt; `reason` is one of RETRY_REASONS (a metric label)."""
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason if reason in RETRY_REASONS else "other"
+
+
 class RetriesExceededError(TransferError):
     """A request kept failing after every retry."""
 
@@ -104,6 +119,14 @@ class HookError(SyncdError):
 
 class LocalStoreError(SyncdError):
     """The dataset folder cannot be written (permissions, full disk, foreign content)."""
+
+
+class WebhookRejectedError(SyncdError):
+    """A delivery that is not provably from the MLflow server we trust."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"webhook refused: {reason}")
+        self.reason = reason
 
 
 def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

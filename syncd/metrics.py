@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from syncd import __version__
-from syncd.remote.s3 import RETRY_REASONS
+from syncd.errors import RETRY_REASONS
 
 __all__ = ["FOLDER_STATES", "HEAL_REASONS", "FolderCollector", "Metrics"]
 

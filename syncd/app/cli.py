@@ -16,7 +16,7 @@ from syncd import __version__
 from syncd.app.logs import configure_logging
 from syncd.core.ids import is_run_id
 from syncd.errors import ConfigError, LocalStoreError, SyncdError
-from syncd.local.lock import RootLock
+from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.reconcile.syncer import Syncer, SyncProgress
 from syncd.remote.registry import DesiredModel
@@ -178,10 +178,9 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
             store = LocalStore(args.root)
-            store.prepare()
-            lock = await _acquire(RootLock(args.root), args.lock_timeout)
+            await asyncio.to_thread(store.prepare)
+            lock = await _acquire(store, RootLock(args.root), args.lock_timeout)
             try:
-                store.clear_staging()  # only the lock holder may clear a dead writer's debris
                 started = time.monotonic()
                 code = await _sync_locked(runtime.syncer, store, desired, args.no_progress)
                 if hooks_target is not None:
@@ -227,11 +226,11 @@ async def _after_sync(
     return EXIT_ERROR if any(r.result != "success" for r in results) else 0
 
 
-async def _acquire(lock: RootLock, wait_seconds: float) -> RootLock:
+async def _acquire(store: LocalStore, lock: RootLock, wait_seconds: float) -> RootLock:
     """The root's writer lock, waiting up to `wait_seconds` while someone else holds it."""
     deadline = time.monotonic() + wait_seconds
     announced = False
-    while not lock.try_acquire("syncd sync"):
+    while not await asyncio.to_thread(take_root, store, lock, "syncd sync"):
         if time.monotonic() >= deadline:
             raise LocalStoreError(
                 f"{lock.path.parent.parent} is being written by {lock.holder()}; "

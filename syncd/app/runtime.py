@@ -79,7 +79,7 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Everything a daemon or a one-shot sync needs, closed on exit."""
     metrics = metrics or Metrics()
-    async with Sources.open(settings) as sources:
+    async with Sources.open(settings, metrics) as sources:
         downloader = Downloader(settings.s3, metrics)
         try:
             yield Runtime(

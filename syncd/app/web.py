@@ -12,11 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import __version__
 from syncd.app.webhook import (
-    WebhookRejectedError,
     check_delivery,
     delivery_model,
     describe_delivery,
 )
+from syncd.errors import WebhookRejectedError
 from syncd.reconcile.daemon import Daemon
 
 __all__ = ["build_app", "serve"]

@@ -15,14 +15,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.errors import SyncdError
+from syncd.errors import WebhookRejectedError
 
 __all__ = [
     "DELIVERY_HEADER",
     "MAX_SKEW_SECONDS",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
-    "WebhookRejectedError",
     "check_delivery",
     "delivery_model",
     "describe_delivery",
@@ -36,14 +35,6 @@ SIGNATURE_VERSION = "v1"
 # A signed delivery older (or newer) than this is refused, so a captured request cannot be
 # replayed later. MLflow retries a failed delivery for well under this (backoff capped at 60 s).
 MAX_SKEW_SECONDS = 300.0
-
-
-class WebhookRejectedError(SyncdError):
-    """A delivery that is not provably from the MLflow server we trust."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"webhook refused: {reason}")
-        self.reason = reason
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:

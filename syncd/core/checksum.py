@@ -61,7 +61,6 @@ class CrcHasher:
             raise ValueError(f"{algorithm} is not a CRC")
         self.algorithm = algorithm
         self.value = 0
-        self.length = 0
 
     def update(self, data: bytes | bytearray | memoryview, /) -> None:
         # zlib and awscrt release the GIL on large buffers, so this runs well in worker threads.
@@ -75,7 +74,6 @@ class CrcHasher:
             self.value = crt.crc64nvme(
                 bytes(data) if isinstance(data, bytearray) else data, self.value
             )
-        self.length += len(data)
 
     def digest(self) -> bytes:
         return self.value.to_bytes(_CRC_WIDTH[self.algorithm], "big")

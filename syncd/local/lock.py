@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from syncd.errors import LocalStoreError
+from syncd.local.store import LocalStore
 
-__all__ = ["RootLock"]
+__all__ = ["RootLock", "take_root"]
 
 
 class RootLock:
@@ -79,3 +80,12 @@ class RootLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def take_root(store: LocalStore, lock: RootLock, purpose: str) -> bool:
+    """Become the root's writer: take the lock, then clear what a dead writer left half-built
+    in staging (only the lock holder may). False while another process writes the root."""
+    if not lock.try_acquire(purpose):
+        return False
+    store.clear_staging()
+    return True

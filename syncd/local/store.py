@@ -27,26 +27,17 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _load_renameat2() -> object | None:
+def _libc_function(name: str) -> object | None:
+    """A libc function Python does not wrap (glibc has both below), or None elsewhere."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return getattr(libc, "renameat2", None)
+        return getattr(libc, name, None)
     except OSError:
         return None
 
 
-_renameat2 = _load_renameat2()
-
-
-def _load_syncfs() -> object | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return getattr(libc, "syncfs", None)
-    except OSError:
-        return None
-
-
-_syncfs = _load_syncfs()
+_renameat2 = _libc_function("renameat2")
+_syncfs = _libc_function("syncfs")
 
 
 def exchange_paths(first: Path, second: Path) -> bool:

@@ -22,7 +22,7 @@ from syncd.core.desired import RegisteredModel, matches
 from syncd.core.folder_plan import Suspicion, merge_suspicion
 from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError
-from syncd.local.lock import RootLock
+from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.local.watch import RootWatcher
@@ -152,8 +152,8 @@ class Daemon:
         """Run until cancelled: every loop and worker in one task group."""
         for rs in self._roots.values():
             await asyncio.to_thread(rs.store.prepare)
-            self._load_resolutions(rs)
-            self._try_lock(rs)
+            await asyncio.to_thread(self._load_resolutions, rs)
+            await self._try_lock(rs)
         watcher = None
         if self.settings.watch:
             watcher = RootWatcher(
@@ -201,8 +201,8 @@ class Daemon:
 
     # ---- the writer lock ---------------------------------------------------------------------
 
-    def _try_lock(self, rs: RootState) -> None:
-        if rs.lock.try_acquire("syncd run"):
+    async def _try_lock(self, rs: RootState) -> None:
+        if await asyncio.to_thread(take_root, rs.store, rs.lock, "syncd run"):
             if rs.waiting:
                 log.warning("took over the writer lock of %s", rs.store.root)
                 for name in rs.targets:
@@ -210,7 +210,6 @@ class Daemon:
                         "warning", name, f"took over as the writer of {rs.store.root}"
                     )
             rs.waiting = False
-            rs.store.clear_staging()
             for name in rs.targets:
                 self.metrics.lock_held.labels(target=name).set(1)
             mine = [key for key in self._desired if key.target in rs.targets]
@@ -236,7 +235,7 @@ class Daemon:
     async def _retry_locks(self) -> None:
         for rs in self._roots.values():
             if not rs.lock.held:
-                self._try_lock(rs)
+                await self._try_lock(rs)
 
     def _root(self, key: Key) -> RootState:
         return self._roots[self._root_of[key.target]]

@@ -170,18 +170,7 @@ class Syncer:
         progress.total_bytes = plan.fetch_bytes
         copies = sum(patch.entry.size for patch in plan.patch.values())
         await asyncio.to_thread(store.check_space, progress.total_bytes + copies)
-        log.info(
-            "%s: syncing %s v%s run %s: %d files, %d bytes from %s (%d kept, %d patched)",
-            build.target,
-            build.desired.model,
-            build.desired.ref.version,
-            run_id,
-            len(plan.fetch),
-            progress.total_bytes,
-            build.location.uri,
-            len(plan.reuse),
-            len(plan.patch),
-        )
+        _announce(build, progress)
         staging = await asyncio.to_thread(store.resume_staging, run_id)
         resume = store.resume_state(run_id)
         published = interrupted = False
@@ -298,6 +287,21 @@ class _Build:
     manifest: Manifest | None
     wanted: WantedBy
     plan: FolderPlan
+
+
+def _announce(build: _Build, progress: SyncProgress) -> None:
+    log.info(
+        "%s: syncing %s v%s run %s: %d files, %d bytes from %s (%d kept, %d patched)",
+        build.target,
+        build.desired.model,
+        build.desired.ref.version,
+        build.desired.run_id,
+        len(build.plan.fetch),
+        progress.total_bytes,
+        build.location.uri,
+        len(build.plan.reuse),
+        len(build.plan.patch),
+    )
 
 
 def _healed(path: str, reason: str, plan: FolderPlan) -> str:

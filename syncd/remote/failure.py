@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["describe_failure", "host_of"]
+from syncd.errors import ObjectChangedError, RetryableError, SourceError
+
+__all__ = ["describe_failure", "host_of", "status_error"]
 
 # Checked in order against the text of the error and of everything it was raised from.
 _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -68,3 +70,40 @@ def host_of(uri: str) -> str:
     if not parts.netloc:
         return uri
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+_RETRYABLE_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+}
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+_NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+def status_error(status: int, code: str, what: str) -> Exception:
+    """An HTTP error answer (S3, or the MLflow artifact proxy) as a syncd error: the one table
+    every read path uses.
+
+    `code` is the S3 error code (`SlowDown`, `NoSuchKey`, ...), empty when there was no body
+    (HEAD). 412: the object changed; 429, 503 and throttling codes: throttled, retried; other
+    5xx and transient codes: retried; 404 and 403: final, in plain words.
+    """
+    label = code or str(status)
+    if status == 412 or code == "PreconditionFailed":
+        return ObjectChangedError(what, "")
+    if status in (429, 503) or code in _THROTTLE_CODES:
+        return RetryableError(f"{what}: {label}", "throttled")
+    if status >= 500 or code in _RETRYABLE_CODES:
+        return RetryableError(f"{what}: {label}", "server_error")
+    if status == 404 or code in _NOT_FOUND_CODES:
+        return SourceError(f"{what}: not found")
+    if status == 403 or code in _DENIED_CODES:
+        return SourceError(f"{what}: access denied ({label})")
+    return SourceError(f"{what}: HTTP {status} {label}")

@@ -5,19 +5,35 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from syncd.core.manifest import RemoteObject
-from syncd.errors import SourceError
-from syncd.remote.s3 import RetryableError, retry_reason
+from syncd.errors import RetryableError, SourceError
+from syncd.remote.failure import status_error
+from syncd.remote.retry import retry_reason
 from syncd.settings import MlflowSettings
 
-__all__ = ["MlflowArtifactProxy"]
+__all__ = ["MlflowArtifactProxy", "ProxiedLocation"]
 
 _API = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+@dataclass(frozen=True)
+class ProxiedLocation:
+    """A path under the MLflow server's artifact root, read through the server."""
+
+    path: str
+
+    @property
+    def uri(self) -> str:
+        return f"mlflow-artifacts:/{self.path}"
+
+    def child(self, relative: str) -> ProxiedLocation:
+        return ProxiedLocation(f"{self.path}/{relative.strip('/')}".strip("/"))
 
 
 def auth_headers(settings: MlflowSettings) -> dict[str, str]:
@@ -53,8 +69,9 @@ class MlflowArtifactProxy:
         ) as session:
             yield cls(session, settings.tracking_uri)
 
-    async def list_objects(self, path: str) -> list[RemoteObject]:
-        """Every file below `path`, relative to it (walks folders breadth first)."""
+    async def list_objects(self, location: ProxiedLocation) -> list[RemoteObject]:
+        """Every file below the location, relative to it (walks folders breadth first)."""
+        path = location.path
         found: list[RemoteObject] = []
         pending = [""]
         while pending:
@@ -71,13 +88,8 @@ class MlflowArtifactProxy:
     async def _list_one(self, path: str) -> list[dict[str, Any]]:
         try:
             async with self._session.get(self._base + _API, params={"path": path}) as response:
-                if response.status >= 500:
-                    raise RetryableError(
-                        f"listing {path} via MLflow: HTTP {response.status}", "server_error"
-                    )
                 if response.status != 200:
-                    text = await response.text()
-                    raise SourceError(f"listing {path} via MLflow: HTTP {response.status}: {text}")
+                    raise status_error(response.status, "", f"listing {path} via MLflow")
                 document = await response.json()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RetryableError(
@@ -86,14 +98,15 @@ class MlflowArtifactProxy:
         files: list[dict[str, Any]] = document.get("files", [])
         return files
 
-    async def read(self, path: str) -> bytes | None:
+    async def read(self, location: ProxiedLocation) -> bytes | None:
         """A small artifact's bytes, or None when it does not exist."""
+        path = location.path
         try:
             async with self._session.get(self._url(path)) as response:
                 if response.status == 404:
                     return None
                 if response.status != 200:
-                    raise SourceError(f"reading {path} via MLflow: HTTP {response.status}")
+                    raise status_error(response.status, "", f"reading {path} via MLflow")
                 data: bytes = await response.read()
                 return data
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -106,12 +119,8 @@ class MlflowArtifactProxy:
         """The artifact's body as a stream."""
         try:
             async with self._session.get(self._url(path)) as response:
-                if response.status >= 500:
-                    raise RetryableError(
-                        f"GET {path} via MLflow: HTTP {response.status}", "server_error"
-                    )
                 if response.status != 200:
-                    raise SourceError(f"GET {path} via MLflow: HTTP {response.status}")
+                    raise status_error(response.status, "", f"GET {path} via MLflow")
                 yield response.content
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RetryableError(

@@ -21,60 +21,20 @@ from botocore.exceptions import (
 from syncd.core.checksum import Algorithm
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range, unquote_etag
-from syncd.errors import ChecksumMismatchError, ObjectChangedError, SourceError, TransferError
+from syncd.errors import ChecksumMismatchError, RetryableError, SourceError
+from syncd.remote.failure import status_error
+from syncd.remote.retry import retry_reason
 from syncd.settings import S3Settings
 
 __all__ = [
-    "RETRY_REASONS",
-    "RetryableError",
     "S3Location",
     "S3ObjectStore",
     "check_content_range",
     "parse_s3_uri",
-    "retry_reason",
 ]
 
 _BOTOCORE_MISMATCH = re.compile(r"Expected checksum (\S+) did not match calculated checksum: (\S+)")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_RETRYABLE_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "InternalError",
-    "ServiceUnavailable",
-    "ThrottlingException",
-    "Throttling",
-    "RequestLimitExceeded",
-}
-
-
-RETRY_REASONS = ("throttled", "server_error", "connection", "timeout", "bad_response", "other")
-
-
-class RetryableError(TransferError):
-    """A failure worth another attempt; `reason` is one of RETRY_REASONS (a metric label)."""
-
-    def __init__(self, message: str, reason: str = "other") -> None:
-        super().__init__(message)
-        self.reason = reason if reason in RETRY_REASONS else "other"
-
-
-def retry_reason(error: BaseException) -> str:
-    """The RETRY_REASONS bucket of a transient error, for metrics."""
-    if isinstance(error, RetryableError):
-        return error.reason
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, ConnectionError | EndpointConnectionError):
-        return "connection"
-    name = type(error).__name__
-    if "Timeout" in name:
-        return "timeout"
-    if "Connection" in name or "Disconnected" in name:
-        return "connection"
-    if "Incomplete" in name or "Payload" in name or "ResponseStreaming" in name:
-        return "bad_response"
-    return "other"
 
 
 @dataclass(frozen=True)
@@ -118,19 +78,7 @@ def _code(error: ClientError) -> str:
 def translate(error: Exception, what: str) -> Exception:
     """A botocore/aiohttp error as a syncd error: retryable, object changed, or final."""
     if isinstance(error, ClientError):
-        code, status = _code(error), _status(error)
-        if code == "PreconditionFailed" or status == 412:
-            return ObjectChangedError(what, "")
-        if code in _RETRYABLE_CODES or status >= 500:
-            throttled = code in ("SlowDown", "Throttling", "ThrottlingException") or status == 503
-            return RetryableError(
-                f"{what}: {code or status}", "throttled" if throttled else "server_error"
-            )
-        if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound") or status == 404:
-            return SourceError(f"{what}: not found")
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return SourceError(f"{what}: access denied ({code})")
-        return SourceError(f"{what}: {code or status}: {error}")
+        return status_error(_status(error), _code(error), what)
     if isinstance(error, NoCredentialsError):
         return SourceError(f"{what}: no AWS credentials found (env, profile, IRSA or IMDS)")
     if isinstance(error, EndpointConnectionError):
@@ -143,9 +91,8 @@ def translate(error: Exception, what: str) -> Exception:
 class S3ObjectStore:
     """The few S3 calls syncd makes, on one pooled aiobotocore client."""
 
-    def __init__(self, client: Any, settings: S3Settings) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._settings = settings
 
     @classmethod
     @asynccontextmanager
@@ -172,7 +119,7 @@ class S3ObjectStore:
             region_name=settings.region or "us-east-1",
             config=config,
         ) as client:
-            yield cls(client, settings)
+            yield cls(client)
 
     async def list_objects(self, location: S3Location) -> list[RemoteObject]:
         """Every object under the prefix, with paths relative to it (folder markers skipped)."""

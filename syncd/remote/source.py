@@ -2,54 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from syncd.core.folder_plan import Patch
 from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.errors import SourceError
-from syncd.remote.mlflow_proxy import MlflowArtifactProxy
-from syncd.remote.s3 import RetryableError, S3Location, S3ObjectStore, parse_s3_uri
+from syncd.remote.mlflow_proxy import MlflowArtifactProxy, ProxiedLocation
+from syncd.remote.retry import RetryObserver, RetryPolicy
+from syncd.remote.s3 import S3Location, S3ObjectStore, parse_s3_uri
 from syncd.settings import Settings
-from syncd.transfer.engine import Downloader, Progress, backoff_delay
+from syncd.transfer.engine import Downloader, Progress
 from syncd.transfer.resume import ResumeState
 
-__all__ = ["Location", "ProxiedLocation", "Sources", "locate"]
+__all__ = ["Location", "ObjectStore", "ProxiedLocation", "Sources", "locate"]
 
-T = TypeVar("T")
-
-
-async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except RetryableError:
-            if attempt == attempts:
-                raise
-            await asyncio.sleep(backoff_delay(attempt))
-    raise AssertionError("unreachable")
-
-
-@dataclass(frozen=True)
-class ProxiedLocation:
-    """A path under the MLflow server's artifact root, read through the server."""
-
-    path: str
-
-    @property
-    def uri(self) -> str:
-        return f"mlflow-artifacts:/{self.path}"
-
-    def child(self, relative: str) -> ProxiedLocation:
-        return ProxiedLocation(f"{self.path}/{relative.strip('/')}".strip("/"))
+L = TypeVar("L", contravariant=True)
 
 
 Location = S3Location | ProxiedLocation
+
+
+class ObjectStore(Protocol[L]):
+    """What every artifact store answers, whatever its kind of location."""
+
+    async def list_objects(self, location: L) -> list[RemoteObject]: ...
+
+    async def read(self, location: L) -> bytes | None: ...
 
 
 def locate(uri: str, artifacts_destination: str | None) -> Location:
@@ -76,21 +58,26 @@ class Sources:
         s3: S3ObjectStore,
         proxy: MlflowArtifactProxy | None,
         artifacts_destination: str | None,
+        retry: RetryPolicy,
     ) -> None:
         self._s3 = s3
         self._proxy = proxy
         self._artifacts_destination = artifacts_destination
+        self._retry = retry
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Sources]:
+    async def open(
+        cls, settings: Settings, observer: RetryObserver | None = None
+    ) -> AsyncIterator[Sources]:
         async with AsyncExitStack() as stack:
             s3 = await stack.enter_async_context(S3ObjectStore.open(settings.s3))
             proxy = None
             uri = settings.mlflow.tracking_uri or ""
             if uri.startswith(("http://", "https://")):
                 proxy = await stack.enter_async_context(MlflowArtifactProxy.open(settings.mlflow))
-            yield cls(s3, proxy, settings.s3.artifacts_destination)
+            retry = RetryPolicy(settings.s3.max_attempts, observer)
+            yield cls(s3, proxy, settings.s3.artifacts_destination, retry)
 
     def locate(self, uri: str) -> Location:
         return locate(uri, self._artifacts_destination)
@@ -103,21 +90,22 @@ class Sources:
             )
         return self._proxy
 
+    def _store(self, location: Location) -> ObjectStore[Any]:
+        if isinstance(location, S3Location):
+            return self._s3
+        return self._require_proxy(location)
+
     async def list_objects(self, location: Location) -> list[RemoteObject]:
         """Every object under the location (retried on transient errors)."""
-        if isinstance(location, S3Location):
-            s3_location = location
-            return await _retrying(lambda: self._s3.list_objects(s3_location))
-        proxy, path = self._require_proxy(location), location.path
-        return await _retrying(lambda: proxy.list_objects(path))
+        store = self._store(location)
+        return await self._retry.run(
+            f"listing {location.uri}", lambda: store.list_objects(location)
+        )
 
     async def read(self, location: Location) -> bytes | None:
         """A small file's bytes, or None when it is absent (retried on transient errors)."""
-        if isinstance(location, S3Location):
-            s3_location = location
-            return await _retrying(lambda: self._s3.read(s3_location))
-        proxy, path = self._require_proxy(location), location.path
-        return await _retrying(lambda: proxy.read(path))
+        store = self._store(location)
+        return await self._retry.run(f"reading {location.uri}", lambda: store.read(location))
 
     async def download(
         self,

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from syncd.core.plan import Range
-from syncd.errors import ObjectChangedError, SourceError
-from syncd.remote.s3 import RetryableError, check_content_range
+from syncd.errors import ObjectChangedError, RetryableError, SourceError
+from syncd.remote.failure import status_error
+from syncd.remote.s3 import check_content_range
 
 __all__ = ["Abort", "BlockingRangeReader"]
 
@@ -200,17 +201,6 @@ class BlockingRangeReader:
 
 
 def _status_error(status: int, body: bytes, what: str) -> Exception:
-    """An S3 error response as a syncd error (the same mapping as for aiobotocore's)."""
     match = _ERROR_CODE.search(body)
-    code = match.group(1).decode(errors="replace") if match else str(status)
-    if status == 412:
-        return ObjectChangedError(what, "")
-    if status in (429, 503) or code in ("SlowDown", "Throttling", "ThrottlingException"):
-        return RetryableError(f"{what}: {code}", "throttled")
-    if status >= 500 or code in ("RequestTimeout", "InternalError"):
-        return RetryableError(f"{what}: {code}", "server_error")
-    if status == 404:
-        return SourceError(f"{what}: not found")
-    if status == 403:
-        return SourceError(f"{what}: access denied ({code})")
-    return SourceError(f"{what}: HTTP {status} {code}")
+    code = match.group(1).decode(errors="replace") if match else ""
+    return status_error(status, code, what)

@@ -8,16 +8,12 @@ import errno
 import hashlib
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, TypeVar
-
-import aiohttp
-from botocore.exceptions import BotoCoreError
 
 from syncd.core.checksum import (
     Algorithm,
@@ -36,17 +32,18 @@ from syncd.errors import (
     ChecksumMismatchError,
     LocalStoreError,
     ObjectChangedError,
-    RetriesExceededError,
+    RetryableError,
     SourceError,
     primary_error,
 )
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy
-from syncd.remote.s3 import RetryableError, S3Location, S3ObjectStore, retry_reason
+from syncd.remote.retry import RetryPolicy
+from syncd.remote.s3 import S3Location, S3ObjectStore
 from syncd.settings import S3Settings
 from syncd.transfer.blocking_get import Abort, BlockingRangeReader
-from syncd.transfer.resume import ResumeState
+from syncd.transfer.resume import PartMap, ResumeState
 
-__all__ = ["Downloader", "NullObserver", "TransferObserver", "backoff_delay"]
+__all__ = ["Downloader", "NullObserver", "TransferObserver"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -54,16 +51,6 @@ Progress = Callable[[int], None]
 
 _READ_TIMEOUT = 60.0  # seconds without a byte before a request is given up (and retried)
 _URL_RENEW_AFTER = 900.0  # presigned URLs live an hour; renew after a quarter of it
-
-# Errors that a fresh attempt can cure: connection resets, timeouts, 5xx, short bodies.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    RetryableError,
-    aiohttp.ClientError,
-    asyncio.TimeoutError,
-    ConnectionError,
-    BotoCoreError,
-    asyncio.IncompleteReadError,
-)
 
 
 class TransferObserver(Protocol):
@@ -92,11 +79,6 @@ class NullObserver:
 
     def in_flight(self, delta: int) -> None:
         pass
-
-
-def backoff_delay(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt))."""
-    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 # pwritev takes at most IOV_MAX (1024 on Linux) buffers; a block is written before it has more.
@@ -167,6 +149,23 @@ def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+class _Tally:
+    """Progress passed on, and taken back in one call when an attempt fails: its retry
+    fetches those bytes again, and the bar must not count them twice."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._reported = 0
+
+    def __call__(self, count: int) -> None:
+        self._reported += count
+        self._progress(count)
+
+    def take_back(self) -> None:
+        self._progress(-self._reported)
+        self._reported = 0
 
 
 def open_existing(path: Path) -> int:
@@ -241,7 +240,7 @@ class Downloader:
     ) -> None:
         self._settings = settings
         self._observer: TransferObserver = observer or NullObserver()
-        self._sleep = sleep
+        self._retry = RetryPolicy(settings.max_attempts, self._observer, sleep)
         self._requests = asyncio.Semaphore(settings.max_concurrency)
         self._executor = ThreadPoolExecutor(
             max_workers=max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="syncd-io"
@@ -279,19 +278,13 @@ class Downloader:
         """
         attempts = 2
         for attempt in range(1, attempts + 1):
-            reported = 0
-
-            def report(count: int) -> None:
-                nonlocal reported
-                reported += count
-                progress(count)
-
+            tally = _Tally(progress)
             try:
                 return await self._download_s3_once(
-                    store, location, obj, dest, report, resume if attempt == 1 else None
+                    store, location, obj, dest, tally, resume if attempt == 1 else None
                 )
             except ChecksumMismatchError:
-                progress(-reported)  # the whole file is fetched again, trusting nothing
+                tally.take_back()  # the whole file is fetched again, trusting nothing
                 self._observer.checksum_failed(obj.path)
                 if attempt == attempts:
                     raise
@@ -317,15 +310,7 @@ class Downloader:
             upload_part_size=facts.first_part_size,
             aligned=check.needs_aligned_parts,
         )
-        part_map = None
-        if resume is not None:
-            identity = {
-                "etag": facts.etag,
-                "size": facts.size,
-                "ranges": [len(ranges), ranges[0].length if ranges else 0],
-            }
-            part_map = await asyncio.to_thread(resume.for_file, obj.path, identity)
-        already = part_map.done() if part_map is not None and dest.exists() else set()
+        part_map, already = await _resumable(resume, obj, facts, ranges, dest)
         fd = await asyncio.to_thread(open_preallocated, dest, facts.size, bool(already))
         hashed: dict[Range, RangeHashers] = {}
         try:
@@ -368,10 +353,10 @@ class Downloader:
         self, store: S3ObjectStore, location: S3Location, obj: RemoteObject
     ) -> ObjectFacts:
         """HEAD the object (and its first part, for a multipart upload's part layout)."""
-        facts = await self._retrying(f"HEAD {location.uri}", lambda: store.head(location))
+        facts = await self._retry.run(f"HEAD {location.uri}", lambda: store.head(location))
         _check_same_object(location, obj, facts)
         if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
-            first = await self._retrying(
+            first = await self._retry.run(
                 f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
             )
             if first.parts_count:  # one part counts: its checksums are per part too
@@ -463,7 +448,7 @@ class Downloader:
             )
             return facts, check, candidates, hashers.crc32c.value
 
-        facts, check, candidates, crc = await self._retrying(f"GET {location.uri}", attempt)
+        facts, check, candidates, crc = await self._retry.run(f"GET {location.uri}", attempt)
         entry = _verified_entry(obj, facts, check, candidates, dest)
         return replace(entry, range_crc32c=((facts.size, crc),) if facts.size else ())
 
@@ -504,7 +489,7 @@ class Downloader:
                     self._observer.in_flight(-1)
             return hasher
 
-        return await self._retrying(f"GET {location.uri} {byte_range.header}", attempt)
+        return await self._retry.run(f"GET {location.uri} {byte_range.header}", attempt)
 
     async def _stream_range(
         self,
@@ -535,21 +520,19 @@ class Downloader:
         loop = asyncio.get_running_loop()
         url = await self._presigned(store, location)
         abort = Abort()
-        reported = 0
+        tally = _Tally(progress)
 
         def account(count: int) -> None:
-            progress(count)
+            tally(count)
             self._observer.bytes_downloaded(count)
 
         def write(data: memoryview, offset: int) -> None:
             # In the pump thread: pwrite and the hashers release the GIL.
-            nonlocal reported
             done = 0
             while done < len(data):
                 done += os.pwrite(fd, data[done:], offset + done)
             if hasher is not None:
                 hasher.update(data)
-            reported += len(data)
             loop.call_soon_threadsafe(account, len(data))
 
         future = loop.run_in_executor(
@@ -560,7 +543,7 @@ class Downloader:
         except BaseException:
             # The retry fetches these bytes again. The thread has stopped, and its progress
             # callbacks were queued before its result, so they have all run by now.
-            progress(-reported)
+            tally.take_back()
             raise
 
     async def _presigned(self, store: S3ObjectStore, location: S3Location) -> str:
@@ -589,17 +572,11 @@ class Downloader:
 
         On failure the progress reported so far is taken back: the retry fetches it again.
         """
-        reported = 0
-
-        def report(count: int) -> None:
-            nonlocal reported
-            reported += count
-            progress(count)
-
+        tally = _Tally(progress)
         try:
-            return await self._copy(read, fd, offset, expected, hasher, report)
+            return await self._copy(read, fd, offset, expected, hasher, tally)
         except BaseException:
-            progress(-reported)
+            tally.take_back()
             raise
 
     async def _copy(
@@ -640,18 +617,6 @@ class Downloader:
             raise RetryableError(f"short body: {written} of {expected} bytes", "bad_response")
         return written
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        attempts = self._settings.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return await call()
-            except _TRANSIENT as exc:
-                if attempt == attempts:
-                    raise RetriesExceededError(what, attempts, exc) from exc
-                self._observer.request_retried(retry_reason(exc))
-                await self._sleep(backoff_delay(attempt))
-        raise AssertionError("unreachable")
-
     # ---- through the MLflow server ----------------------------------------------------------
 
     async def download_proxied(
@@ -679,7 +644,7 @@ class Downloader:
                     self._observer.in_flight(-1)
             return hasher.hexdigest()
 
-        md5 = await self._retrying(f"GET {path} via MLflow", attempt)
+        md5 = await self._retry.run(f"GET {path} via MLflow", attempt)
         return FileEntry(
             path=obj.path,
             size=obj.size,
@@ -711,6 +676,28 @@ async def _until_thread_done(future: asyncio.Future[None], abort: Abort) -> None
         if not future.cancelled():
             future.exception()  # the thread's "aborted": expected, and not worth a log line
         raise
+
+
+async def _resumable(
+    resume: ResumeState | None,
+    obj: RemoteObject,
+    facts: ObjectFacts,
+    ranges: list[Range],
+    dest: Path,
+) -> tuple[PartMap | None, set[tuple[int, int]]]:
+    """The object's part map, and the ranges a killed attempt finished for this very object
+    (same ETag, size and range plan) that are still on disk."""
+    if resume is None:
+        return None, set()
+    identity = {
+        "etag": facts.etag,
+        "size": facts.size,
+        "ranges": [len(ranges), ranges[0].length if ranges else 0],
+    }
+    part_map = await asyncio.to_thread(resume.for_file, obj.path, identity)
+    if not await asyncio.to_thread(dest.exists):
+        return part_map, set()
+    return part_map, part_map.done()
 
 
 def _range_hasher(check: CheckPlan) -> Hasher | None:

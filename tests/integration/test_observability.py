@@ -281,9 +281,9 @@ async def test_status_page_in_headless_chromium(
         )
         assert dom.returncode == 0, dom.stderr[-2000:]
         page = dom.stdout
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         screenshot = ARTIFACTS / "status-page.png"
-        screenshot.unlink(missing_ok=True)
+        await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(screenshot.unlink, missing_ok=True)
         shot = await asyncio.to_thread(
             subprocess.run,
             [

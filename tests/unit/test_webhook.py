@@ -11,11 +11,11 @@ from syncd.app.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    WebhookRejectedError,
     check_delivery,
     describe_delivery,
     sign,
 )
+from syncd.errors import WebhookRejectedError
 
 BODY = json.dumps(
     {
