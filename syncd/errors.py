@@ -91,7 +91,7 @@ class ObjectChangedError(TransferError):
         self.etag = etag
 
 
-# What a retried request failed with, as the `reason` label of syncd_retries_total.
+# What a retried request failed with, as the `reason` label of syncd_request_retries_total.
 RETRY_REASONS = ("throttled", "server_error", "connection", "timeout", "bad_response", "other")
 
 

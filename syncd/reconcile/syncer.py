@@ -224,8 +224,10 @@ class Syncer:
         entries = dict(build.plan.reuse)
 
         async def settle(path: str, entry: FileEntry) -> None:
-            stat = await asyncio.to_thread(os.stat, staging / path)
-            entries[path] = replace(entry, mtime_ns=stat.st_mtime_ns)
+            if entry.mtime_ns is None:  # the engine records it as it closes the file
+                stat = await asyncio.to_thread(os.stat, staging / path)
+                entry = replace(entry, mtime_ns=stat.st_mtime_ns)
+            entries[path] = entry
             progress.done_files += 1
 
         async def fetch(obj: RemoteObject) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range, unquote_etag
 from syncd.errors import ChecksumMismatchError, RetryableError, SourceError
 from syncd.remote.failure import status_error
+from syncd.remote.presign import UrlSigner
 from syncd.remote.retry import retry_reason
 from syncd.settings import S3Settings
 
@@ -30,6 +31,7 @@ __all__ = [
     "S3Location",
     "S3ObjectStore",
     "check_content_range",
+    "facts_from_http_headers",
     "parse_s3_uri",
 ]
 
@@ -91,8 +93,9 @@ def translate(error: Exception, what: str) -> Exception:
 class S3ObjectStore:
     """The few S3 calls syncd makes, on one pooled aiobotocore client."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, signer: UrlSigner) -> None:
         self._client = client
+        self._signer = signer
 
     @classmethod
     @asynccontextmanager
@@ -113,13 +116,11 @@ class S3ObjectStore:
             signature_version="s3v4",
         )
         session = get_session()
+        region = settings.region or "us-east-1"
         async with session.create_client(
-            "s3",
-            endpoint_url=settings.endpoint_url,
-            region_name=settings.region or "us-east-1",
-            config=config,
+            "s3", endpoint_url=settings.endpoint_url, region_name=region, config=config
         ) as client:
-            yield cls(client)
+            yield cls(client, UrlSigner(client, session, region))
 
     async def list_objects(self, location: S3Location) -> list[RemoteObject]:
         """Every object under the prefix, with paths relative to it (folder markers skipped)."""
@@ -165,17 +166,18 @@ class S3ObjectStore:
             raise translate(exc, f"HEAD {location.uri}") from exc
         return facts_from_headers(response)
 
-    async def presign_get(self, location: S3Location, expires: int = 3600) -> str:
-        """A presigned GET URL for the object (valid `expires` seconds), for the range reader."""
+    async def presign_get(
+        self, location: S3Location, expires: int = 3600, checksums: bool = False
+    ) -> str:
+        """A presigned GET URL for the object (valid `expires` seconds), for the pump threads.
+
+        With `checksums`, `x-amz-checksum-mode: ENABLED` is a signed header: the request must
+        send it, and the response carries the object's checksums.
+        """
         try:
-            url: str = await self._client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": location.bucket, "Key": location.prefix},
-                ExpiresIn=expires,
-            )
+            return await self._signer.url(location.bucket, location.prefix, expires, checksums)
         except Exception as exc:
             raise translate(exc, f"presigning {location.uri}") from exc
-        return url
 
     @asynccontextmanager
     async def get(
@@ -257,6 +259,24 @@ def check_content_range(
         raise RetryableError(
             f"GET {uri}: asked for {byte_range.header}, got {length} bytes", "bad_response"
         )
+
+
+def facts_from_http_headers(headers: Mapping[str, str]) -> ObjectFacts:
+    """ObjectFacts from a GET response's raw headers (names in lower case)."""
+    checksums: dict[Algorithm, str] = {
+        algorithm: headers[f"x-amz-checksum-{algorithm.value}"]
+        for algorithm in Algorithm
+        if algorithm is not Algorithm.MD5 and headers.get(f"x-amz-checksum-{algorithm.value}")
+    }
+    parts_count = headers.get("x-amz-mp-parts-count")
+    return ObjectFacts(
+        size=int(headers.get("content-length", 0)),
+        etag=unquote_etag(headers.get("etag", "")),
+        parts_count=int(parts_count) if parts_count else None,
+        checksums=checksums,
+        checksum_type=headers.get("x-amz-checksum-type"),
+        server_side_encryption=headers.get("x-amz-server-side-encryption"),
+    )
 
 
 def facts_from_headers(response: dict[str, Any]) -> ObjectFacts:

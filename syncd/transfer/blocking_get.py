@@ -24,13 +24,25 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from syncd.core.plan import Range
-from syncd.errors import ObjectChangedError, RetryableError, SourceError
+from syncd.errors import ObjectChangedError, RetryableError, SourceError, SyncdError
 from syncd.remote.failure import status_error
 from syncd.remote.s3 import check_content_range
 
-__all__ = ["Abort", "BlockingRangeReader"]
+__all__ = ["Abort", "BlockingRangeReader", "LocalWriteError", "Write"]
+
+# Where a pump thread hands each buffer-full: (bytes, offset in the file).
+Write = Callable[[memoryview, int], None]
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+class LocalWriteError(Exception):
+    """The caller's write failed (a full disk, an I/O error): the disk's doing, not the
+    network's, so it is never turned into a retry; `error` is the OSError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _AbortedError(Exception):
@@ -100,12 +112,61 @@ class BlockingRangeReader:
         url: str,
         byte_range: Range,
         etag: str,
-        write: Callable[[memoryview, int], None],
+        write: Write,
         abort: Abort,
     ) -> None:
         """GET `byte_range` of `url` pinned to `etag`; hand each buffer-full to `write(data,
         offset)`. Runs in a worker thread. Raises syncd errors: RetryableError for what another
         attempt may cure, ObjectChangedError, SourceError."""
+        uri = url.split("?")[0]
+
+        def receive(response: http.client.HTTPResponse, buffer: bytearray) -> None:
+            if response.status not in (200, 206):
+                raise _status_error(response.status, response.read(65536), f"GET {uri}")
+            length = int(response.getheader("Content-Length") or -1)
+            check_content_range(uri, response.getheader("Content-Range"), length, byte_range)
+            _pump(response, buffer, byte_range.start, byte_range.length, write, abort, uri)
+
+        # Every part is pinned to the version planned against: a replaced object fails with
+        # 412 instead of splicing two versions into one file.
+        headers = {"Range": byte_range.header, "If-Match": f'"{etag}"'}
+        self._exchange(url, headers, abort, receive)
+
+    def read_object(
+        self,
+        url: str,
+        etag: str | None,
+        start: Callable[[dict[str, str]], Write],
+        abort: Abort,
+    ) -> None:
+        """GET a whole object with its checksum headers (`url` must be presigned with
+        ChecksumMode). `start(headers)` sees the response headers (lower-case names) before
+        any byte and returns where the bytes go."""
+        uri = url.split("?")[0]
+
+        def receive(response: http.client.HTTPResponse, buffer: bytearray) -> None:
+            if response.status != 200:
+                raise _status_error(response.status, response.read(65536), f"GET {uri}")
+            write = start({name.lower(): value for name, value in response.getheaders()})
+            length = int(response.getheader("Content-Length") or -1)
+            if length < 0:
+                raise RetryableError(f"GET {uri}: no Content-Length", "bad_response")
+            _pump(response, buffer, 0, length, write, abort, uri)
+
+        headers = {"x-amz-checksum-mode": "ENABLED"}
+        if etag:
+            headers["If-Match"] = f'"{etag}"'
+        self._exchange(url, headers, abort, receive)
+
+    def _exchange(
+        self,
+        url: str,
+        headers: dict[str, str],
+        abort: Abort,
+        receive: Callable[[http.client.HTTPResponse, bytearray], None],
+    ) -> None:
+        """One request on this thread's kept-alive connection; every failure as a syncd
+        error, and the connection dropped whenever its state is in doubt."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
@@ -113,91 +174,76 @@ class BlockingRangeReader:
         reused = key in state.connections
         connection = state.connections.get(key) or self._connect(*key)
         state.connections[key] = connection
+        uri = url.split("?")[0]
         try:
             try:
-                response = self._send(connection, target, byte_range, etag, abort)
+                response = _send(connection, target, headers, abort)
             except ConnectionError:  # RemoteDisconnected included
                 if not reused or abort.requested:
                     raise
                 # A kept-alive connection the server closed meanwhile: that is no failure of
                 # this request, so try once on a fresh connection before counting a retry.
                 connection.close()
-                response = self._send(connection, target, byte_range, etag, abort)
-            self._pump(response, state.buffer, byte_range, write, abort, url)
+                response = _send(connection, target, headers, abort)
+            receive(response, state.buffer)
             if response.will_close:
                 connection.close()
         except _AbortedError:
             connection.close()
             raise RetryableError("range read aborted", "other") from None
-        except (RetryableError, ObjectChangedError, SourceError):
+        except (RetryableError, ObjectChangedError, SourceError, LocalWriteError, SyncdError):
             connection.close()
             raise
         except TimeoutError as exc:
             connection.close()
-            raise RetryableError(f"GET {url.split('?')[0]}: timed out", "timeout") from exc
+            raise RetryableError(f"GET {uri}: timed out", "timeout") from exc
         except (http.client.IncompleteRead, http.client.HTTPException) as exc:
             connection.close()
-            raise RetryableError(
-                f"GET {url.split('?')[0]}: {type(exc).__name__}: {exc}", "bad_response"
-            ) from exc
+            raise RetryableError(f"GET {uri}: {type(exc).__name__}: {exc}", "bad_response") from exc
         except OSError as exc:
             connection.close()
             if abort.requested:
                 raise RetryableError("range read aborted", "other") from exc
-            raise RetryableError(
-                f"GET {url.split('?')[0]}: {type(exc).__name__}: {exc}", "connection"
-            ) from exc
+            raise RetryableError(f"GET {uri}: {type(exc).__name__}: {exc}", "connection") from exc
         finally:
             abort.watch(None)
 
-    def _send(
-        self,
-        connection: http.client.HTTPConnection,
-        target: str,
-        byte_range: Range,
-        etag: str,
-        abort: Abort,
-    ) -> http.client.HTTPResponse:
-        if connection.sock is None:
-            connection.connect()
-        abort.watch(connection.sock)
-        # Every part is pinned to the version planned against: a replaced object fails with
-        # 412 instead of splicing two versions into one file.
-        connection.request(
-            "GET", target, headers={"Range": byte_range.header, "If-Match": f'"{etag}"'}
-        )
-        return connection.getresponse()
 
-    def _pump(
-        self,
-        response: http.client.HTTPResponse,
-        buffer: bytearray,
-        byte_range: Range,
-        write: Callable[[memoryview, int], None],
-        abort: Abort,
-        url: str,
-    ) -> None:
-        uri = url.split("?")[0]
-        if response.status not in (200, 206):
-            raise _status_error(response.status, response.read(65536), f"GET {uri}")
-        length = int(response.getheader("Content-Length") or -1)
-        check_content_range(uri, response.getheader("Content-Range"), length, byte_range)
-        view = memoryview(buffer)
-        offset = byte_range.start
-        while offset < byte_range.end:
-            if abort.requested:
-                raise _AbortedError
-            # readinto on the response's buffered socket file loops over recv in C, with the
-            # GIL released, until the buffer is full or the body ends.
-            count = response.readinto(view[: min(len(view), byte_range.end - offset)])
-            if not count:
-                raise RetryableError(
-                    f"GET {uri}: short body: {offset - byte_range.start} of "
-                    f"{byte_range.length} bytes",
-                    "bad_response",
-                )
-            write(view[:count], offset)
-            offset += count
+def _send(
+    connection: http.client.HTTPConnection, target: str, headers: dict[str, str], abort: Abort
+) -> http.client.HTTPResponse:
+    if connection.sock is None:
+        connection.connect()
+    abort.watch(connection.sock)
+    connection.request("GET", target, headers=headers)
+    return connection.getresponse()
+
+
+def _pump(
+    response: http.client.HTTPResponse,
+    buffer: bytearray,
+    offset: int,
+    length: int,
+    write: Write,
+    abort: Abort,
+    uri: str,
+) -> None:
+    """`length` bytes of the body to `write`, from `offset` on; short: RetryableError."""
+    view = memoryview(buffer)
+    end = offset + length
+    position = offset
+    while position < end:
+        if abort.requested:
+            raise _AbortedError
+        # readinto on the response's buffered socket file loops over recv in C, with the
+        # GIL released, until the buffer is full or the body ends.
+        count = response.readinto(view[: min(len(view), end - position)])
+        if not count:
+            raise RetryableError(
+                f"GET {uri}: short body: {position - offset} of {length} bytes", "bad_response"
+            )
+        write(view[:count], position)
+        position += count
 
 
 def _status_error(status: int, body: bytes, what: str) -> Exception:

@@ -11,9 +11,9 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from syncd.core.checksum import (
     Algorithm,
@@ -38,9 +38,9 @@ from syncd.errors import (
 )
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy
 from syncd.remote.retry import RetryPolicy
-from syncd.remote.s3 import S3Location, S3ObjectStore
+from syncd.remote.s3 import S3Location, S3ObjectStore, facts_from_http_headers
 from syncd.settings import S3Settings
-from syncd.transfer.blocking_get import Abort, BlockingRangeReader
+from syncd.transfer.blocking_get import Abort, BlockingRangeReader, LocalWriteError, Write
 from syncd.transfer.resume import PartMap, ResumeState
 
 __all__ = ["Downloader", "NullObserver", "TransferObserver"]
@@ -151,6 +151,40 @@ def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
     return fd
 
 
+@dataclass
+class _Whole:
+    """A whole-object GET's facts, the check they call for, what its bytes fed, and the file
+    they made (fstat before close: a stat on the event loop would wait on the disk)."""
+
+    facts: ObjectFacts
+    check: CheckPlan
+    hashers: RangeHashers
+    written: os.stat_result | None = None
+
+
+def _locally(call: Callable[..., T], *args: Any) -> T:
+    """A local file operation inside a pump thread: its failure is the disk's, never retried."""
+    try:
+        return call(*args)
+    except OSError as exc:
+        raise LocalWriteError(exc) from exc
+
+
+def _writer(fd: int, hasher: Hasher | None, counted: Progress) -> Write:
+    """Where a pump thread's buffers go: `pwrite` at their offset, the hashers, the count.
+    pwrite and the hashers release the GIL."""
+
+    def write(data: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(data):
+            done += _locally(os.pwrite, fd, data[done:], offset + done)
+        if hasher is not None:
+            hasher.update(data)
+        counted(len(data))
+
+    return write
+
+
 class _Tally:
     """Progress passed on, and taken back in one call when an attempt fails: its retry
     fetches those bytes again, and the bar must not count them twice."""
@@ -255,7 +289,7 @@ class Downloader:
         self._pumps = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="syncd-get"
         )
-        self._urls: dict[str, tuple[str, float]] = {}
+        self._urls: dict[tuple[str, bool], tuple[str, float]] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -339,6 +373,7 @@ class Downloader:
                     whole_digest = group.create_task(ordered.run()) if ordered else None
             except BaseExceptionGroup as failed:
                 raise primary_error(failed) from failed
+            written = await asyncio.to_thread(os.fstat, fd)
         finally:
             os.close(fd)
         candidates = _candidates(
@@ -346,7 +381,7 @@ class Downloader:
             [(r, hashed[r].check) for r in ranges],
             whole_digest.result() if whole_digest else None,
         )
-        entry = _verified_entry(obj, facts, check, candidates, dest)
+        entry = _verified_entry(obj, facts, check, candidates, written)
         return replace(entry, range_crc32c=tuple((r.end, hashed[r].crc32c.value) for r in ranges))
 
     async def _object_facts(
@@ -411,9 +446,10 @@ class Downloader:
                         group.create_task(fetch(span))
             except BaseExceptionGroup as failed:
                 raise primary_error(failed) from failed
+            written = await asyncio.to_thread(os.fstat, fd)
         finally:
             os.close(fd)
-        return replace(entry, verified_at=time.time())
+        return replace(entry, verified_at=time.time(), mtime_ns=written.st_mtime_ns)
 
     async def _download_whole(
         self,
@@ -425,32 +461,91 @@ class Downloader:
     ) -> FileEntry:
         """A small object in one GET; its checksum headers come with the response."""
 
-        async def attempt() -> tuple[ObjectFacts, CheckPlan, dict[str, str], int]:
+        async def attempt() -> _Whole:
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
-                    async with store.get(location, None, obj.etag) as (facts, body):
-                        assert facts is not None
-                        _check_same_object(location, obj, facts)
-                        check = choose_check(facts, self._settings.verify)
-                        hashers = RangeHashers(
-                            new_hasher(check.algorithm) if check.algorithm else None
-                        )
-                        fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
+                    if self._reader is not None:
                         try:
-                            await self._stream(body.read, fd, 0, facts.size, hashers, progress)
-                        finally:
-                            os.close(fd)
+                            return await self._pump_whole(
+                                self._reader, store, location, obj, dest, progress
+                            )
+                        except SourceError as refused:
+                            log.info("threaded GET refused (%s); reading via aiobotocore", refused)
+                    return await self._stream_whole(store, location, obj, dest, progress)
                 finally:
                     self._observer.in_flight(-1)
-            candidates = (
-                {} if hashers.check is None else {check.label: _encode_digest(check, hashers.check)}
-            )
-            return facts, check, candidates, hashers.crc32c.value
 
-        facts, check, candidates, crc = await self._retry.run(f"GET {location.uri}", attempt)
-        entry = _verified_entry(obj, facts, check, candidates, dest)
-        return replace(entry, range_crc32c=((facts.size, crc),) if facts.size else ())
+        whole = await self._retry.run(f"GET {location.uri}", attempt)
+        check, hashers = whole.check, whole.hashers
+        candidates = (
+            {} if hashers.check is None else {check.label: _encode_digest(check, hashers.check)}
+        )
+        assert whole.written is not None
+        entry = _verified_entry(obj, whole.facts, check, candidates, whole.written)
+        crcs = ((whole.facts.size, hashers.crc32c.value),) if whole.facts.size else ()
+        return replace(entry, range_crc32c=crcs)
+
+    def _start_whole(self, location: S3Location, obj: RemoteObject, facts: ObjectFacts) -> _Whole:
+        """Before the first byte of a whole GET: the same object as listed? which check?"""
+        _check_same_object(location, obj, facts)
+        check = choose_check(facts, self._settings.verify)
+        return _Whole(
+            facts, check, RangeHashers(new_hasher(check.algorithm) if check.algorithm else None)
+        )
+
+    async def _pump_whole(
+        self,
+        reader: BlockingRangeReader,
+        store: S3ObjectStore,
+        location: S3Location,
+        obj: RemoteObject,
+        dest: Path,
+        progress: Progress,
+    ) -> _Whole:
+        """One whole-object GET read by a pump thread, headers and all."""
+        url = await self._presigned(store, location, checksums=True)
+        started: list[_Whole] = []
+
+        def read(abort: Abort, counted: Progress) -> None:
+            fds: list[int] = []
+
+            def start(headers: dict[str, str]) -> Write:
+                whole = self._start_whole(location, obj, facts_from_http_headers(headers))
+                started.append(whole)
+                fd = _locally(open_preallocated, dest, whole.facts.size)
+                fds.append(fd)
+                return _writer(fd, whole.hashers, counted)
+
+            try:
+                reader.read_object(url, obj.etag, start, abort)
+                started[-1].written = _locally(os.fstat, fds[-1])
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+        await self._in_thread(read, progress)
+        return started[-1]
+
+    async def _stream_whole(
+        self,
+        store: S3ObjectStore,
+        location: S3Location,
+        obj: RemoteObject,
+        dest: Path,
+        progress: Progress,
+    ) -> _Whole:
+        """One whole-object GET streamed through the event loop (aiobotocore)."""
+        async with store.get(location, None, obj.etag) as (facts, body):
+            assert facts is not None
+            whole = self._start_whole(location, obj, facts)
+            fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
+            try:
+                await self._stream(body.read, fd, 0, facts.size, whole.hashers, progress)
+                whole.written = await asyncio.to_thread(os.fstat, fd)
+            finally:
+                os.close(fd)
+        return whole
 
     async def _fetch_range(
         self,
@@ -516,9 +611,18 @@ class Downloader:
         hasher: Hasher | None,
         progress: Progress,
     ) -> None:
-        """One ranged GET read by a pump thread; progress and metrics stay on the loop."""
+        """One ranged GET read by a pump thread."""
+        url = await self._presigned(store, location, checksums=False)
+
+        def read(abort: Abort, counted: Progress) -> None:
+            reader.read_range(url, byte_range, etag, _writer(fd, hasher, counted), abort)
+
+        await self._in_thread(read, progress)
+
+    async def _in_thread(self, read: Callable[[Abort, Progress], None], progress: Progress) -> None:
+        """Run `read(abort, counted)` in a pump thread; the byte counts it reports through
+        `counted` reach progress and metrics on the event loop."""
         loop = asyncio.get_running_loop()
-        url = await self._presigned(store, location)
         abort = Abort()
         tally = _Tally(progress)
 
@@ -526,37 +630,34 @@ class Downloader:
             tally(count)
             self._observer.bytes_downloaded(count)
 
-        def write(data: memoryview, offset: int) -> None:
-            # In the pump thread: pwrite and the hashers release the GIL.
-            done = 0
-            while done < len(data):
-                done += os.pwrite(fd, data[done:], offset + done)
-            if hasher is not None:
-                hasher.update(data)
-            loop.call_soon_threadsafe(account, len(data))
+        def counted(count: int) -> None:
+            loop.call_soon_threadsafe(account, count)
 
-        future = loop.run_in_executor(
-            self._pumps, reader.read_range, url, byte_range, etag, write, abort
-        )
+        future = loop.run_in_executor(self._pumps, read, abort, counted)
         try:
             await _until_thread_done(future, abort)
-        except BaseException:
+        except BaseException as exc:
             # The retry fetches these bytes again. The thread has stopped, and its progress
             # callbacks were queued before its result, so they have all run by now.
             tally.take_back()
+            if isinstance(exc, LocalWriteError):
+                raise exc.error from None  # the disk's failure, not the network's
             raise
 
-    async def _presigned(self, store: S3ObjectStore, location: S3Location) -> str:
-        """A presigned URL per object, renewed well before it expires (valid 1 h)."""
+    async def _presigned(self, store: S3ObjectStore, location: S3Location, checksums: bool) -> str:
+        """A presigned URL per object, renewed well before it expires (valid 1 h).
+
+        `checksums`: signed to ask for the object's checksum headers (whole GETs).
+        """
         now = time.monotonic()
-        cached = self._urls.get(location.uri)
+        key = (location.uri, checksums)
+        cached = self._urls.get(key)
         if cached is not None and now - cached[1] < _URL_RENEW_AFTER:
             return cached[0]
-        url = await store.presign_get(location, expires=3600)
-        self._urls = {
-            uri: entry for uri, entry in self._urls.items() if now - entry[1] < _URL_RENEW_AFTER
-        }
-        self._urls[location.uri] = (url, now)
+        url = await store.presign_get(location, expires=3600, checksums=checksums)
+        if len(self._urls) > 4096:
+            self._urls = {k: v for k, v in self._urls.items() if now - v[1] < _URL_RENEW_AFTER}
+        self._urls[key] = (url, now)
         return url
 
     async def _stream(
@@ -629,7 +730,7 @@ class Downloader:
     ) -> FileEntry:
         """Stream one artifact through the MLflow server; only its size can be checked."""
 
-        async def attempt() -> str:
+        async def attempt() -> tuple[str, os.stat_result]:
             hasher = hashlib.md5(usedforsecurity=False)
             async with self._requests:
                 self._observer.in_flight(1)
@@ -638,13 +739,14 @@ class Downloader:
                     try:
                         async with proxy.get(path) as stream:
                             await self._stream(stream.read, fd, 0, obj.size, hasher, progress)
+                        written = await asyncio.to_thread(os.fstat, fd)
                     finally:
                         os.close(fd)
                 finally:
                     self._observer.in_flight(-1)
-            return hasher.hexdigest()
+            return hasher.hexdigest(), written
 
-        md5 = await self._retry.run(f"GET {path} via MLflow", attempt)
+        md5, written = await self._retry.run(f"GET {path} via MLflow", attempt)
         return FileEntry(
             path=obj.path,
             size=obj.size,
@@ -654,6 +756,7 @@ class Downloader:
             note="read through the MLflow server, which offers no checksum: size checked, "
             "MD5 recorded for later verification",
             verified_at=time.time(),
+            mtime_ns=written.st_mtime_ns,
         )
 
 
@@ -753,9 +856,13 @@ def _candidates(
 
 
 def _verified_entry(
-    obj: RemoteObject, facts: ObjectFacts, check: CheckPlan, candidates: dict[str, str], dest: Path
+    obj: RemoteObject,
+    facts: ObjectFacts,
+    check: CheckPlan,
+    candidates: dict[str, str],
+    written: os.stat_result,
 ) -> FileEntry:
-    size = dest.stat().st_size
+    size = written.st_size
     if size != facts.size or size != obj.size:
         raise ChecksumMismatchError(obj.path, "size", str(obj.size), str(size))
     verified_by = check.label
@@ -778,4 +885,5 @@ def _verified_entry(
         part_size=facts.first_part_size,
         note=check.note,
         verified_at=time.time(),
+        mtime_ns=written.st_mtime_ns,
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
+from awscrt import checksums as crt
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
@@ -149,6 +150,48 @@ async def test_small_object_in_one_get(moto_server: Any, tmp_path: Path) -> None
     entry = await download(moto_server.url, key, tmp_path / "config.json")
     assert (tmp_path / "config.json").read_bytes() == data
     assert entry.verified_by == "crc32c"
+
+
+@BOTH_READ_PATHS
+@pytest.mark.parametrize(
+    ("algorithm", "verified_by"), [("CRC32C", "crc32c"), ("SHA256", "sha256"), (None, "md5")]
+)
+async def test_small_objects_read_like_large_ones(
+    faults: FaultyS3Proxy,
+    tmp_path: Path,
+    threaded_reads: bool,
+    algorithm: str | None,
+    verified_by: str,
+) -> None:
+    """One read design: a small object's GET goes through the same pump threads (a presigned
+    URL that asks for the checksum headers) unless threads are off."""
+    data = os.urandom(100 * 1024)
+    key = put(faults.url, data, algorithm=algorithm)
+    faults.faults.reset()
+    entry = await download(faults.url, key, tmp_path / "x", threaded_reads=threaded_reads)
+    assert (tmp_path / "x").read_bytes() == data
+    assert entry.verified_by == verified_by
+    kinds = faults.faults.get_kinds
+    assert kinds["presigned" if threaded_reads else "header"] == 1
+    assert kinds["checksum-mode"] == 1
+    assert entry.range_crc32c == ((len(data), crt.crc32c(data)),)
+
+
+@BOTH_READ_PATHS
+@pytest.mark.parametrize("size", [100 * 1024, 9 * MiB])
+async def test_429_is_retried_on_every_read_path(
+    faults: FaultyS3Proxy, tmp_path: Path, threaded_reads: bool, size: int
+) -> None:
+    data = os.urandom(size)
+    key = put(faults.url, data, multipart=size > 5 * MiB)
+    faults.faults.too_many_requests[key] = 2
+    metrics = Metrics()
+    await download(faults.url, key, tmp_path / "x", metrics, threaded_reads=threaded_reads)
+    assert (tmp_path / "x").read_bytes() == data
+    retried = metrics.registry.get_sample_value(
+        "syncd_request_retries_total", {"reason": "throttled"}
+    )
+    assert retried == 2
 
 
 async def test_empty_object(moto_server: Any, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ class Faults:
 
     corrupt: dict[str, int] = field(default_factory=dict)
     server_error: dict[str, int] = field(default_factory=dict)
+    too_many_requests: dict[str, int] = field(default_factory=dict)  # 429, no S3 error body
     truncate: dict[str, int] = field(default_factory=dict)
     delay_seconds: float = 0.0
     slow: dict[str, float] = field(default_factory=dict)  # path substring -> delay per 64 KiB
@@ -36,6 +37,9 @@ class Faults:
     # plain forwarder, so it also counts what a client asks of an MLflow server behind it
     requests: Counter[str] = field(default_factory=Counter)
     ranges: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header) of GETs
+    # object GETs by how they were signed and what they asked for: "presigned" (signature in
+    # the query), "header" (Authorization header), and "checksum-mode" (x-amz-checksum-mode)
+    get_kinds: Counter[str] = field(default_factory=Counter)
 
     def take(self, table: dict[str, int], path: str) -> bool:
         for needle, remaining in table.items():
@@ -47,12 +51,14 @@ class Faults:
     def reset(self) -> None:
         self.corrupt.clear()
         self.server_error.clear()
+        self.too_many_requests.clear()
         self.truncate.clear()
         self.delay_seconds = 0.0
         self.slow.clear()
         self.refuse_presigned.clear()
         self.gets.clear()
         self.ranges.clear()
+        self.get_kinds.clear()
         self.requests.clear()
 
 
@@ -105,6 +111,10 @@ class FaultyS3Proxy:
         if is_object_get:
             self.faults.gets[path] += 1
             self.faults.ranges.append((path, request.headers.get("Range", "")))
+            signed = "presigned" if "X-Amz-Signature" in request.query else "header"
+            self.faults.get_kinds[signed] += 1
+            if request.headers.get("x-amz-checksum-mode"):
+                self.faults.get_kinds["checksum-mode"] += 1
             if "X-Amz-Signature" in request.query and self.faults.take(
                 self.faults.refuse_presigned, path
             ):
@@ -114,6 +124,8 @@ class FaultyS3Proxy:
                     b"<Message>the region 'us-east-1' is wrong</Message></Error>",
                     content_type="application/xml",
                 )
+            if self.faults.take(self.faults.too_many_requests, path):
+                return web.Response(status=429, text="Too Many Requests")
             if self.faults.take(self.faults.server_error, path):
                 return web.Response(
                     status=503,
