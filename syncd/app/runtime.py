@@ -59,15 +59,10 @@ class Runtime:
         if self._registry is None:
             uri = require_registry(self.settings)
             _configure_mlflow_client(self.settings.mlflow)
-            sources = self.sources
-
-            async def read_artifact(uri: str) -> bytes | None:
-                return await sources.read(sources.locate(uri))
-
             self._registry = MlflowRegistry(
                 uri,
                 self.settings.resolution,
-                read_artifact,
+                self.sources.read_uri,
                 on_request=self.metrics.registry_requests.inc,
             )
         return self._registry

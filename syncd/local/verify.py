@@ -21,6 +21,7 @@ from syncd.core.checksum import (
     new_hasher,
 )
 from syncd.core.manifest import FileEntry, Manifest, Span
+from syncd.local.spans import hash_span
 
 __all__ = ["FileProblem", "RateLimiter", "damaged_spans", "verify_entry", "verify_manifest"]
 
@@ -73,20 +74,11 @@ def damaged_spans(path: Path, entry: FileEntry, limiter: RateLimiter) -> tuple[S
     damaged = []
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        buffer = bytearray(min(_BLOCK, max(entry.size, 1)))
-        view = memoryview(buffer)
         for span in entry.spans():
             hasher = CrcHasher(Algorithm.CRC32C)
-            position = span.start
-            while position < span.end:
-                count = os.preadv(fd, [view[: min(len(buffer), span.end - position)]], position)
-                if not count:
-                    break  # shorter than recorded: this range and the rest are damaged
-                hasher.update(view[:count])
-                limiter.consume(count)
-                position += count
-            if position < span.end or hasher.value != span.crc32c:
-                damaged.append(span)
+            reached = hash_span(fd, hasher, span.start, span.end, _BLOCK, limiter.consume)
+            if reached < span.end or hasher.value != span.crc32c:
+                damaged.append(span)  # short: this range and the rest are damaged
     finally:
         os.close(fd)
     return tuple(damaged)
@@ -95,23 +87,17 @@ def damaged_spans(path: Path, entry: FileEntry, limiter: RateLimiter) -> tuple[S
 def _hash_parts(
     path: Path, algorithm: Algorithm, part_size: int, limiter: RateLimiter
 ) -> list[Hasher]:
+    """One hasher per `part_size` bytes of the file, the last part shorter."""
     parts: list[Hasher] = []
-    with path.open("rb") as handle:
-        while True:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        for start in range(0, size, part_size):
             hasher = new_hasher(algorithm)
-            remaining = part_size
-            while remaining:
-                data = handle.read(min(_BLOCK, remaining))
-                if not data:
-                    break
-                hasher.update(data)
-                limiter.consume(len(data))
-                remaining -= len(data)
-            if remaining == part_size:
-                break
+            hash_span(fd, hasher, start, min(start + part_size, size), _BLOCK, limiter.consume)
             parts.append(hasher)
-            if remaining:
-                break
+    finally:
+        os.close(fd)
     return parts
 
 

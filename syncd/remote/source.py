@@ -107,6 +107,10 @@ class Sources:
         store = self._store(location)
         return await self._retry.run(f"reading {location.uri}", lambda: store.read(location))
 
+    async def read_uri(self, uri: str) -> bytes | None:
+        """A small artifact named by its URI (`model_context.json`), or None when absent."""
+        return await self.read(self.locate(uri))
+
     async def download(
         self,
         downloader: Downloader,

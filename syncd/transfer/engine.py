@@ -36,6 +36,7 @@ from syncd.errors import (
     SourceError,
     primary_error,
 )
+from syncd.local.spans import hash_span
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.s3 import S3Location, S3ObjectStore, facts_from_http_headers
@@ -105,17 +106,9 @@ def _write_and_hash(fd: int, pieces: list[bytes], offset: int, hasher: Hasher | 
 
 
 def _hash_span(fd: int, hasher: Hasher, start: int, end: int, block: int) -> None:
-    # One buffer, read into: fresh `bytes` per block would leave each worker thread's malloc
-    # arena holding freed blocks, tens of MB of RSS for nothing.
-    buffer = bytearray(min(block, max(end - start, 1)))
-    view = memoryview(buffer)
-    position = start
-    while position < end:
-        count = os.preadv(fd, [view[: min(len(buffer), end - position)]], position)
-        if not count:
-            raise OSError(errno.EIO, f"short read at {position} while hashing")
-        hasher.update(view[:count])
-        position += count
+    reached = hash_span(fd, hasher, start, end, block)
+    if reached < end:
+        raise OSError(errno.EIO, f"short read at {reached} while hashing")
 
 
 def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
@@ -149,6 +142,17 @@ def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@dataclass(frozen=True)
+class _RangeGet:
+    """One ranged GET of an object pinned to its ETag, and the file its bytes go into."""
+
+    store: S3ObjectStore
+    location: S3Location
+    byte_range: Range
+    etag: str
+    fd: int
 
 
 @dataclass
@@ -557,65 +561,46 @@ class Downloader:
         check: CheckPlan,
         progress: Progress,
     ) -> RangeHashers:
+        target = _RangeGet(store, location, byte_range, etag, fd)
+
         async def attempt() -> RangeHashers:
             hasher = RangeHashers(_range_hasher(check))
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
                     if self._reader is None:
-                        await self._stream_range(
-                            store, location, byte_range, etag, fd, hasher, progress
-                        )
+                        await self._stream_range(target, hasher, progress)
                         return hasher
                     try:
-                        await self._pump_range(
-                            self._reader, store, location, byte_range, etag, fd, hasher, progress
-                        )
+                        await self._pump_range(self._reader, target, hasher, progress)
                     except SourceError as refused:
                         # Refused before any byte (the status line): aiobotocore follows what
                         # a presigned URL cannot, such as a redirect to the bucket's region,
                         # and otherwise reports the refusal in its own words.
                         log.info("threaded GET refused (%s); reading through aiobotocore", refused)
                         hasher = RangeHashers(_range_hasher(check))
-                        await self._stream_range(
-                            store, location, byte_range, etag, fd, hasher, progress
-                        )
+                        await self._stream_range(target, hasher, progress)
                 finally:
                     self._observer.in_flight(-1)
             return hasher
 
         return await self._retry.run(f"GET {location.uri} {byte_range.header}", attempt)
 
-    async def _stream_range(
-        self,
-        store: S3ObjectStore,
-        location: S3Location,
-        byte_range: Range,
-        etag: str,
-        fd: int,
-        hasher: Hasher | None,
-        progress: Progress,
-    ) -> None:
+    async def _stream_range(self, get: _RangeGet, hasher: Hasher, progress: Progress) -> None:
         """One ranged GET streamed through the event loop (aiobotocore)."""
-        async with store.get(location, byte_range, etag) as (_, body):
-            await self._stream(body.read, fd, byte_range.start, byte_range.length, hasher, progress)
+        span = get.byte_range
+        async with get.store.get(get.location, span, get.etag) as (_, body):
+            await self._stream(body.read, get.fd, span.start, span.length, hasher, progress)
 
     async def _pump_range(
-        self,
-        reader: BlockingRangeReader,
-        store: S3ObjectStore,
-        location: S3Location,
-        byte_range: Range,
-        etag: str,
-        fd: int,
-        hasher: Hasher | None,
-        progress: Progress,
+        self, reader: BlockingRangeReader, get: _RangeGet, hasher: Hasher, progress: Progress
     ) -> None:
         """One ranged GET read by a pump thread."""
-        url = await self._presigned(store, location, checksums=False)
+        url = await self._presigned(get.store, get.location, checksums=False)
 
         def read(abort: Abort, counted: Progress) -> None:
-            reader.read_range(url, byte_range, etag, _writer(fd, hasher, counted), abort)
+            write = _writer(get.fd, hasher, counted)
+            reader.read_range(url, get.byte_range, get.etag, write, abort)
 
         await self._in_thread(read, progress)
 
@@ -675,49 +660,40 @@ class Downloader:
 
         On failure the progress reported so far is taken back: the retry fetches it again.
         """
-        tally = _Tally(progress)
-        try:
-            return await self._copy(read, fd, offset, expected, hasher, tally)
-        except BaseException:
-            tally.take_back()
-            raise
-
-    async def _copy(
-        self,
-        read: Callable[[int], Awaitable[bytes]],
-        fd: int,
-        offset: int,
-        expected: int,
-        hasher: Hasher | None,
-        progress: Progress,
-    ) -> int:
         loop = asyncio.get_running_loop()
         chunk_size = self._settings.chunk_size
+        tally = _Tally(progress)
         written = 0
         pending: list[bytes] = []
         pending_size = 0
-        while True:
-            data = await read(chunk_size - pending_size)
-            if data:
-                pending.append(data)
-                pending_size += len(data)
-                if written + pending_size > expected:
-                    raise RetryableError(
-                        f"body longer than the {expected} bytes asked for", "bad_response"
+        try:
+            while True:
+                data = await read(chunk_size - pending_size)
+                if data:
+                    pending.append(data)
+                    pending_size += len(data)
+                    if written + pending_size > expected:
+                        raise RetryableError(
+                            f"body longer than the {expected} bytes asked for", "bad_response"
+                        )
+                if pending and (
+                    pending_size >= chunk_size or len(pending) >= _MAX_PIECES or not data
+                ):
+                    block, size = pending, pending_size
+                    pending, pending_size = [], 0
+                    await loop.run_in_executor(
+                        self._executor, _write_and_hash, fd, block, offset + written, hasher
                     )
-            if pending and (pending_size >= chunk_size or len(pending) >= _MAX_PIECES or not data):
-                block, size = pending, pending_size
-                pending, pending_size = [], 0
-                await loop.run_in_executor(
-                    self._executor, _write_and_hash, fd, block, offset + written, hasher
-                )
-                written += size
-                progress(size)
-                self._observer.bytes_downloaded(size)
-            if not data:
-                break
-        if written != expected:
-            raise RetryableError(f"short body: {written} of {expected} bytes", "bad_response")
+                    written += size
+                    tally(size)
+                    self._observer.bytes_downloaded(size)
+                if not data:
+                    break
+            if written != expected:
+                raise RetryableError(f"short body: {written} of {expected} bytes", "bad_response")
+        except BaseException:
+            tally.take_back()
+            raise
         return written
 
     # ---- through the MLflow server ----------------------------------------------------------
