@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +21,6 @@ from syncd.core.desired import RegisteredModel, matches
 from syncd.core.folder_plan import Suspicion, merge_suspicion
 from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError
-from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.local.watch import RootWatcher
@@ -30,6 +28,7 @@ from syncd.metrics import FolderCollector, Metrics
 from syncd.reconcile.hooks import HookRunner, fire_once
 from syncd.reconcile.queue import Key, WorkQueue
 from syncd.reconcile.retention import collect_garbage
+from syncd.reconcile.roots import Roots, RootState
 from syncd.reconcile.status import Event, FolderStatus, Readiness, StatusBoard
 from syncd.reconcile.syncer import Syncer, SyncOutcome, SyncProgress
 from syncd.remote.registry import DesiredModel, DesiredState, MlflowRegistry
@@ -38,20 +37,6 @@ from syncd.settings import Settings, TargetSettings
 __all__ = ["Daemon", "Event", "FolderStatus", "Key", "WorkQueue"]
 
 log = logging.getLogger(__name__)
-
-_RESOLVED_FILE = "resolved.json"
-
-
-@dataclass
-class RootState:
-    """A dataset root: its store, its writer lock, the targets that share it."""
-
-    store: LocalStore
-    lock: RootLock
-    targets: list[str]
-    waiting: bool = False
-    foreign: list[str] = field(default_factory=list)
-
 
 Verdict = Literal["in_place", "needs_sync"]
 
@@ -80,13 +65,6 @@ class Daemon:
         self._registry = registry
         self._syncer = syncer
         self._targets = {target.name: target for target in settings.targets}
-        self._roots: dict[Path, RootState] = {}
-        for target in settings.targets:
-            root = Path(os.path.abspath(target.root))
-            if root not in self._roots:
-                self._roots[root] = RootState(LocalStore(root), RootLock(root), [])
-            self._roots[root].targets.append(target.name)
-        self._root_of = {name: root for root, rs in self._roots.items() for name in rs.targets}
         self._queue = WorkQueue()
         self._wake = asyncio.Event()
         self._desired: dict[Key, DesiredModel] = {}
@@ -96,6 +74,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._last_poll: float | None = None
         self.status = StatusBoard(metrics, list(self._targets))
+        self._roots = Roots(settings.targets, metrics, self.status, settings.lock_retry_interval)
         self._hooks = HookRunner(settings.domino)
         self.ready = asyncio.Event()
         self.passes = 0
@@ -150,14 +129,15 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until cancelled: every loop and worker in one task group."""
-        for rs in self._roots.values():
+        for rs in self._roots:
             await asyncio.to_thread(rs.store.prepare)
-            await asyncio.to_thread(self._load_resolutions, rs)
+        await asyncio.to_thread(self._roots.load_resolutions, self._registry.cache)
+        for rs in self._roots:
             await self._try_lock(rs)
         watcher = None
         if self.settings.watch:
             watcher = RootWatcher(
-                list(self._roots), self._on_local_change, asyncio.get_running_loop()
+                self._roots.paths, self._on_local_change, asyncio.get_running_loop()
             )
             watcher.start()
         try:
@@ -191,8 +171,7 @@ class Daemon:
                 watcher.stop()
             for task in list(self._background):
                 task.cancel()
-            for rs in self._roots.values():
-                rs.lock.release()
+            self._roots.release_all()
 
     async def _every(self, period: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -202,67 +181,21 @@ class Daemon:
     # ---- the writer lock ---------------------------------------------------------------------
 
     async def _try_lock(self, rs: RootState) -> None:
-        if await asyncio.to_thread(take_root, rs.store, rs.lock, "syncd run"):
-            if rs.waiting:
-                log.warning("took over the writer lock of %s", rs.store.root)
-                for name in rs.targets:
-                    self.status.event(
-                        "warning", name, f"took over as the writer of {rs.store.root}"
-                    )
-            rs.waiting = False
-            for name in rs.targets:
-                self.metrics.lock_held.labels(target=name).set(1)
+        if await self._roots.try_lock(rs):
             mine = [key for key in self._desired if key.target in rs.targets]
             if mine:
                 self._spawn(self._check_many(mine))
-            return
-        if not rs.waiting:
-            rs.waiting = True
-            log.warning(
-                "%s is written by %s: standing by (checking every %.0fs)",
-                rs.store.root,
-                rs.lock.holder(),
-                self.settings.lock_retry_interval,
-            )
-            for name in rs.targets:
-                self.metrics.lock_waits.labels(target=name).inc()
-                self.status.event(
-                    "warning", name, f"standing by: {rs.lock.holder()} writes the root"
-                )
-        for name in rs.targets:
-            self.metrics.lock_held.labels(target=name).set(0)
 
     async def _retry_locks(self) -> None:
-        for rs in self._roots.values():
+        for rs in self._roots:
             if not rs.lock.held:
                 await self._try_lock(rs)
 
     def _root(self, key: Key) -> RootState:
-        return self._roots[self._root_of[key.target]]
+        return self._roots.of(key.target)
 
     def _writes(self, key: Key) -> bool:
-        return self._root(key).lock.held
-
-    # ---- resolutions kept across restarts ----------------------------------------------------
-
-    def _load_resolutions(self, rs: RootState) -> None:
-        text = rs.store.read_state(_RESOLVED_FILE)
-        if text is not None:
-            loaded = self._registry.cache.merge_json(text)
-            log.info("%s: %d resolved version(s) remembered", rs.store.root, loaded)
-
-    async def _save_resolutions(self) -> None:
-        if not self._registry.cache.dirty:
-            return
-        text = self._registry.cache.to_json()
-        for rs in self._roots.values():
-            if rs.lock.held:
-                try:
-                    await asyncio.to_thread(rs.store.write_state, _RESOLVED_FILE, text)
-                except OSError as exc:  # only costs resolution calls after a restart
-                    log.warning("cannot save %s under %s: %s", _RESOLVED_FILE, rs.store.meta, exc)
-                    return
-        self._registry.cache.dirty = False
+        return self._roots.writes(key.target)
 
     # ---- desired state -----------------------------------------------------------------------
 
@@ -310,7 +243,7 @@ class Daemon:
                 time.monotonic() - started
             )
         await self._check_many(changed)
-        await self._save_resolutions()
+        await self._roots.save_resolutions(self._registry.cache)
         await self._after_poll(polled)
         self._last_poll = time.time()
         self.passes += 1
@@ -336,7 +269,7 @@ class Daemon:
                 return
             changed += self._apply(target, state, models, scope={name})
         await self._check_many(changed)
-        await self._save_resolutions()
+        await self._roots.save_resolutions(self._registry.cache)
 
     def _apply(
         self,
@@ -403,7 +336,7 @@ class Daemon:
         return now
 
     async def _after_poll(self, polled: set[str]) -> None:
-        for rs in self._roots.values():
+        for rs in self._roots:
             if rs.lock.held and self.settings.gc and set(rs.targets) <= polled:
                 wanted = {key.run_id for key in self._desired if key.target in rs.targets}
                 failing = {m for (name, m) in self.status.model_errors if name in rs.targets}
@@ -464,7 +397,7 @@ class Daemon:
         so they cost no S3 request, while a real deletion or edit is queued straight away.
         Events for one key coalesce into one check.
         """
-        rs = self._roots.get(root)
+        rs = self._roots.at(root)
         if rs is None:
             return
         for name in rs.targets:
@@ -622,7 +555,7 @@ class Daemon:
         """The JSON behind /api/status."""
         targets = []
         for name, target in self._targets.items():
-            rs = self._roots[self._root_of[name]]
+            rs = self._roots.of(name)
             targets.append(
                 {
                     "name": name,
