@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -389,6 +390,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; expected failures end in one line on stderr and a non-zero exit."""
     args = _parser().parse_args(argv)
+    if args.command in ("run", "sync"):
+        gc.disable()  # until its imports are done (runtime.imports_done)
     try:
         settings = load_settings(getattr(args, "config", None))
         configure_logging(settings.log_level, settings.log_format)
@@ -422,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        gc.enable()  # whatever path ended the command
     raise AssertionError(f"unknown command {args.command}")
 
 
