@@ -117,15 +117,26 @@ def choose_check(facts: ObjectFacts, mode: Literal["checksum", "size"]) -> Check
 
 @dataclass(frozen=True, order=True)
 class Range:
-    """Bytes [start, end) of an object; `part` is the upload part it lies in, from 1."""
+    """Bytes [start, end) of an object; `part` is the upload part it starts in, from 1.
+
+    `part_length` is set when the range covers several whole upload parts of that length (the
+    last may be shorter): a per-part check then hashes each part of it on its own.
+    """
 
     start: int
     end: int
     part: int
+    part_length: int = 0
 
     @property
     def length(self) -> int:
         return self.end - self.start
+
+    def part_ends(self) -> list[int]:
+        """Where each upload part inside the range ends (just `end` for a single part)."""
+        if not self.part_length:
+            return [self.end]
+        return [*range(self.start + self.part_length, self.end, self.part_length), self.end]
 
     @property
     def header(self) -> str:
@@ -142,8 +153,9 @@ def plan_ranges(
 ) -> list[Range]:
     """Cut an object into ranged GETs.
 
-    With `aligned`, ranges are exactly the upload parts (a per-part hash needs all of a part
-    and nothing else). Otherwise ranges follow upload parts where they are known, cut further
+    With `aligned`, ranges are whole upload parts, as many as fit in `preferred` (at least
+    one): a per-part hash needs all of a part and nothing else, and fewer, larger GETs cost
+    less per byte. Otherwise ranges follow upload parts where they are known, cut further
     where a part is larger than `preferred`, so that retries and resumes redo little.
     Uploaders write equal parts but the last (boto3, the AWS CLI, MLflow all do); a layout
     that breaks this shows up as a checksum mismatch, never as wrong bytes published.
@@ -155,15 +167,26 @@ def plan_ranges(
     if aligned and not upload_part_size:
         raise ValueError("aligned ranges need the upload part size")
     part_size = upload_part_size or size
+    if aligned:
+        per_range = max(1, preferred // part_size)
+        span = per_range * part_size
+        return [
+            Range(
+                start,
+                min(start + span, size),
+                start // part_size + 1,
+                part_size if min(start + span, size) - start > part_size else 0,
+            )
+            for start in range(0, size, span)
+        ]
     ranges: list[Range] = []
     part_start = 0
     part_number = 1
     while part_start < size:
         part_end = min(part_start + part_size, size)
-        step = part_end - part_start if aligned else preferred
         start = part_start
         while start < part_end:
-            end = min(start + step, part_end)
+            end = min(start + preferred, part_end)
             ranges.append(Range(start, end, part_number))
             start = end
         part_start = part_end

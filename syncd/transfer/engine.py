@@ -382,7 +382,7 @@ class Downloader:
             os.close(fd)
         candidates = _candidates(
             check,
-            [(r, hashed[r].check) for r in ranges],
+            [part for r in ranges for part in _per_part(r, hashed[r].check)],
             whole_digest.result() if whole_digest else None,
         )
         entry = _verified_entry(obj, facts, check, candidates, written)
@@ -404,7 +404,7 @@ class Downloader:
 
     async def _rehash_range(self, fd: int, byte_range: Range, check: CheckPlan) -> RangeHashers:
         """A range a killed attempt left on disk: hashed from disk, fetched not again."""
-        hashers = RangeHashers(_range_hasher(check))
+        hashers = RangeHashers(_range_hasher(check, byte_range))
         await asyncio.get_running_loop().run_in_executor(
             self._executor, _hash_span, fd, hashers, byte_range.start, byte_range.end, 4 << 20
         )
@@ -564,7 +564,7 @@ class Downloader:
         target = _RangeGet(store, location, byte_range, etag, fd)
 
         async def attempt() -> RangeHashers:
-            hasher = RangeHashers(_range_hasher(check))
+            hasher = RangeHashers(_range_hasher(check, byte_range))
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
@@ -578,7 +578,7 @@ class Downloader:
                         # a presigned URL cannot, such as a redirect to the bucket's region,
                         # and otherwise reports the refusal in its own words.
                         log.info("threaded GET refused (%s); reading through aiobotocore", refused)
-                        hasher = RangeHashers(_range_hasher(check))
+                        hasher = RangeHashers(_range_hasher(check, byte_range))
                         await self._stream_range(target, hasher, progress)
                 finally:
                     self._observer.in_flight(-1)
@@ -781,15 +781,50 @@ async def _resumable(
     return part_map, part_map.done()
 
 
-def _range_hasher(check: CheckPlan) -> Hasher | None:
-    """The hasher each range feeds for this check (None: nothing per range)."""
-    if check.algorithm is None:
+def _range_hasher(check: CheckPlan, byte_range: Range) -> Hasher | None:
+    """The hasher a range feeds for this check (None: nothing per range)."""
+    algorithm = check.algorithm
+    if algorithm is None or check.method == "whole" or check.method == "size":
         return None
-    if check.method in ("full-crc", "crc-parts"):
-        return CrcHasher(check.algorithm)
-    if check.method in ("composite", "multipart-etag"):
-        return new_hasher(check.algorithm)
-    return None
+    if check.method == "full-crc":
+        return CrcHasher(algorithm)  # any cut combines into the object's CRC
+    if byte_range.part_length:
+        return PartHashers(byte_range, lambda: new_hasher(algorithm))
+    return new_hasher(algorithm)
+
+
+class PartHashers:
+    """One hasher per upload part of a range that covers several, fed in byte order."""
+
+    def __init__(self, byte_range: Range, factory: Callable[[], Hasher]) -> None:
+        self.parts = [(end, factory()) for end in byte_range.part_ends()]
+        self._starts = [byte_range.start, *(end for end, _ in self.parts[:-1])]
+        self._position = byte_range.start
+        self._index = 0
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        view = memoryview(data)
+        while len(view):
+            end, hasher = self.parts[self._index]
+            take = min(len(view), end - self._position)
+            hasher.update(view[:take])
+            self._position += take
+            view = view[take:]
+            if self._position == end and self._index + 1 < len(self.parts):
+                self._index += 1
+
+    def digest(self) -> bytes:
+        raise TypeError("a range of several parts has one digest per part")
+
+    def lengths(self) -> list[tuple[int, Hasher]]:
+        return [(end - start, h) for start, (end, h) in zip(self._starts, self.parts, strict=True)]
+
+
+def _per_part(byte_range: Range, hasher: Hasher | None) -> list[tuple[int, Hasher | None]]:
+    """(length, hasher) of each upload part a range's check hashed."""
+    if isinstance(hasher, PartHashers):
+        return list(hasher.lengths())
+    return [(byte_range.length, hasher)]
 
 
 def _check_same_object(location: S3Location, obj: RemoteObject, facts: ObjectFacts) -> None:
@@ -807,7 +842,7 @@ def _encode_digest(check: CheckPlan, hasher: Hasher) -> str:
 
 
 def _candidates(
-    check: CheckPlan, parts: list[tuple[Range, Hasher | None]], whole: bytes | None
+    check: CheckPlan, parts: list[tuple[int, Hasher | None]], whole: bytes | None
 ) -> dict[str, str]:
     """What the downloaded bytes give for the value S3 states, keyed by the check's label."""
     if check.method == "size":
@@ -823,9 +858,9 @@ def _candidates(
     candidates = {}
     if check.method in ("full-crc", "crc-parts"):
         crcs = []
-        for byte_range, hasher in parts:
+        for length, hasher in parts:
             assert isinstance(hasher, CrcHasher)
-            crcs.append((hasher.value, byte_range.length))
+            crcs.append((hasher.value, length))
         candidates[algorithm.value] = encode_crc(algorithm, combine_crcs(algorithm, crcs))
     if check.method in ("composite", "crc-parts"):
         digests = [hasher.digest() for _, hasher in parts if hasher is not None]

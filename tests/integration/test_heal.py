@@ -256,9 +256,9 @@ def test_verify_command(
         handle.seek(5 << 20)
         handle.write(b"rot")
     assert main(["verify", "--root", str(root), published.parent_run_id, "--rate", "64MiB"]) == 1
-    # the 12 MiB shard was uploaded in 8 MiB parts, fetched as those ranges: the damage at
-    # 5 MiB lies in the first
-    assert f"DAMAGED: {SHARD} (checksum: bytes 0-8388607)" in capsys.readouterr().out
+    # the 12 MiB shard was uploaded in 8 MiB parts, fetched as one range of both (16 MiB
+    # ranges by default): the damage at 5 MiB lies in it
+    assert f"DAMAGED: {SHARD} (checksum: bytes 0-12582911)" in capsys.readouterr().out
     # --remote: the source gained a file since the sync
     from mlflow import MlflowClient
 

@@ -23,7 +23,10 @@ SMALL = "model-00002-of-00002.safetensors"
 
 def sync(tracking_uri: str, s3_url: str, name: str, root: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(MLFLOW_TRACKING_URI=tracking_uri, SYNCD_S3__ENDPOINT_URL=s3_url)
+    # ranges of one upload part each (by default a GET takes two 8 MiB parts)
+    env.update(
+        MLFLOW_TRACKING_URI=tracking_uri, SYNCD_S3__ENDPOINT_URL=s3_url, SYNCD_S3__PART_SIZE="8MiB"
+    )
     command = ["sync", "--model", name, "--alias", "production", "--root", str(root)]
     return subprocess.run(
         [sys.executable, "-m", "syncd", *command, "--no-progress"],
@@ -147,7 +150,7 @@ async def test_deep_verify_repairs_bit_rot_range_by_range(
         name,
         watch=False,
         deep_verify_interval="0.5s",
-        s3={"endpoint_url": faults.url},
+        s3={"endpoint_url": faults.url, "part_size": PART},
     )
     async with running(settings) as (daemon, _):
         await asyncio.wait_for(daemon.ready.wait(), 120)

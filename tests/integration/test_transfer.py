@@ -144,6 +144,40 @@ async def test_every_checksum_kind_verified(
         assert entry.part_size == 5 * MiB
 
 
+@BOTH_READ_PATHS
+@pytest.mark.parametrize(
+    ("algorithm", "verified_by"),
+    [
+        ("CRC32", "crc32-composite"),
+        ("CRC32C", "crc32c-composite"),
+        ("SHA256", "sha256-composite"),
+        (None, "md5-multipart"),
+    ],
+)
+async def test_one_get_takes_several_upload_parts(
+    faults: FaultyS3Proxy,
+    tmp_path: Path,
+    threaded_reads: bool,
+    algorithm: str | None,
+    verified_by: str,
+) -> None:
+    """Per-part checks need whole parts, not one GET each: 5 MiB parts, 16 MiB wanted ->
+    GETs of three parts, each part hashed on its own."""
+    data = os.urandom(23 * MiB)
+    key = put(faults.url, data, algorithm=algorithm, multipart=True)
+    faults.faults.reset()
+    entry = await download(
+        faults.url, key, tmp_path / "x", part_size=16 * MiB, threaded_reads=threaded_reads
+    )
+    assert (tmp_path / "x").read_bytes() == data
+    assert entry.verified_by == verified_by
+    assert [header for _, header in faults.faults.ranges] == [
+        f"bytes=0-{15 * MiB - 1}",
+        f"bytes={15 * MiB}-{23 * MiB - 1}",
+    ]
+    assert [end for end, _ in entry.range_crc32c] == [15 * MiB, 23 * MiB]
+
+
 async def test_small_object_in_one_get(moto_server: Any, tmp_path: Path) -> None:
     data = b'{"model_type": "llama"}'
     key = put(moto_server.url, data, algorithm="CRC32C")

@@ -29,14 +29,24 @@ def test_ranges_cover_the_object_without_gap_or_overlap(
         assert byte_range.length > 0
         position = byte_range.end
     assert position == size
-    if upload_part:
+    if upload_part and not aligned:
         for byte_range in ranges:
             # no range straddles an upload part boundary, and `part` names the one it is in
             assert byte_range.start // upload_part == (byte_range.end - 1) // upload_part
             assert byte_range.part == byte_range.start // upload_part + 1
     if aligned and upload_part:
-        assert all(r.start % upload_part == 0 for r in ranges)
-        assert all(r.length == upload_part or r.end == size for r in ranges)
+        # whole parts, as many as `preferred` holds (at least one), each part's end listed
+        per_range = max(1, preferred // upload_part)
+        for byte_range in ranges:
+            assert byte_range.start % upload_part == 0
+            assert byte_range.part == byte_range.start // upload_part + 1
+            assert byte_range.length == per_range * upload_part or byte_range.end == size
+            ends = byte_range.part_ends()
+            assert ends[-1] == byte_range.end
+            assert all(end % upload_part == 0 for end in ends[:-1])
+            starts = [byte_range.start, *ends[:-1]]
+            lengths = [end - start for start, end in zip(starts, ends, strict=True)]
+            assert all(0 < length <= upload_part for length in lengths)
     elif ranges:
         assert max(r.length for r in ranges) <= preferred
 
