@@ -23,7 +23,7 @@ def imports_done() -> None:
     """Start-up's imports are over: what they made is frozen out of the collector's sight and
     the collector is back on (`main` turned it off: importing MLflow's client, aiobotocore and
     pydantic allocates millions of objects and no garbage, and the passes over them cost about
-    a sixth of the import time, measured with `python -c 'import mlflow.tracking'`)."""
+    a tenth of the import time: `python -m tests.bench.micro`)."""
     gc.freeze()
     gc.enable()
 

@@ -1,12 +1,13 @@
-"""Presigned GET URLs for the pump threads, at a tenth of botocore's per-call cost.
+"""Presigned GET URLs for the pump threads, at about a third of botocore's per-call cost.
 
 `generate_presigned_url` resolves the endpoint ruleset and runs the client's event hooks on
-every call: about 0.5 ms of event-loop CPU per object, which for 2,000 small files is the
-largest single cost of a sync. The endpoint and addressing style depend only on the bucket, so
-the first URL of a bucket comes from botocore's full path and teaches where objects of that
-bucket live; every later URL is that base plus the key, signed by botocore's own SigV4 query
-signer (~0.07 ms). A base that cannot be derived (a URL shape botocore never made so far)
-leaves every URL of that bucket to the full path.
+every call: ~0.25 ms of event-loop CPU per object offline (more under load, where it was the
+largest item of the loop's profile for 2,000 small files). The endpoint and addressing style
+depend only on the bucket, so the first URL of a bucket comes from botocore's full path and
+teaches where objects of that bucket live; every later URL is that base plus the key, signed
+by botocore's own SigV4 query signer (~0.08 ms; both from `python -m tests.bench.micro`). A
+base that cannot be derived (a URL shape botocore never made so far) leaves every URL of that
+bucket to the full path.
 """
 
 from __future__ import annotations

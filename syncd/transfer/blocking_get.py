@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from syncd.core.plan import Range
-from syncd.errors import ObjectChangedError, RetryableError, SourceError, SyncdError
+from syncd.errors import RetryableError, SyncdError
 from syncd.remote.failure import status_error
 from syncd.remote.s3 import check_content_range
 
@@ -191,7 +191,7 @@ class BlockingRangeReader:
         except _AbortedError:
             connection.close()
             raise RetryableError("range read aborted", "other") from None
-        except (RetryableError, ObjectChangedError, SourceError, LocalWriteError, SyncdError):
+        except (SyncdError, LocalWriteError):  # already in syncd's words
             connection.close()
             raise
         except TimeoutError as exc:

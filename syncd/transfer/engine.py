@@ -222,7 +222,7 @@ class RangeHashers:
     def update(self, data: bytes | bytearray | memoryview, /) -> None:
         if self.check is not None:
             self.check.update(data)
-        self.crc32c.update(data)  # ~12 GB/s with awscrt: no cost next to the network
+        self.crc32c.update(data)  # 13-16 GB/s (awscrt): free next to the network
 
     def digest(self) -> bytes:
         return self.crc32c.digest()
@@ -425,16 +425,16 @@ class Downloader:
         and verified; any other answer is a ChecksumMismatchError (the caller then fetches
         the whole object).
         """
-        assert entry.etag is not None
+        etag = entry.etag
+        assert etag is not None
         size_only = CheckPlan("size")  # the ranges feed only their CRC32C
         fd = await asyncio.to_thread(open_existing, dest)
         try:
 
             async def fetch(span: Span) -> None:
                 byte_range = Range(span.start, span.end, 0)
-                assert entry.etag is not None
                 hashers = await self._fetch_range(
-                    store, location, byte_range, entry.etag, fd, size_only, progress
+                    store, location, byte_range, etag, fd, size_only, progress
                 )
                 if hashers.crc32c.value != span.crc32c:
                     raise ChecksumMismatchError(
@@ -642,7 +642,7 @@ class Downloader:
         url = await store.presign_get(location, expires=3600, checksums=checksums)
         if len(self._urls) >= 4096:
             # Bounded: thousands of small objects each sign once; dropping a URL only costs
-            # signing it again (~0.07 ms).
+            # signing it again (~0.08 ms).
             self._urls.clear()
         self._urls[key] = (url, now)
         return url

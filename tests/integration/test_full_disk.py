@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.cli import clean_env, sync_command
 from tests.support.daemon import WAIT, eventually, running, wait_until
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
@@ -78,26 +77,13 @@ def test_one_shot_sync_on_a_disk_that_fills(
     published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(12, 3))
     faults.faults.slow["model-00001"] = 0.02  # long enough to fill the disk meanwhile
     root = small_disk / "llm-models"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
+    env = clean_env(
         MLFLOW_TRACKING_URI=mlflow_server.url,
         SYNCD_S3__ENDPOINT_URL=faults.url,
         SYNCD_S3__PART_SIZE="1MiB",
     )
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "syncd",
-            "sync",
-            "--model",
-            name,
-            "--alias",
-            "production",
-            "--root",
-            str(root),
-            "--no-progress",
-        ],
+        sync_command(name, root),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -7,15 +7,14 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.cli import clean_env, sync_command
 from tests.support.daemon import WAIT, eventually, running, sample
 from tests.support.fake_domino import FakeDomino
 from tests.support.models import publish, unique_name
@@ -198,24 +197,8 @@ def test_sync_after_sync_runs_the_hooks_once(
     root, out = tmp_path / "llm-models", tmp_path / "command.out"
     config = tmp_path / "syncd.yaml"
     config.write_text(json.dumps({"targets": [target(root, [name], hooks(domino, "x", out))]}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(MLFLOW_TRACKING_URI=mlflow_server.url, DOMINO_API_HOST=domino.url)
-    command = [
-        sys.executable,
-        "-m",
-        "syncd",
-        "sync",
-        "--model",
-        name,
-        "--alias",
-        "production",
-        "--root",
-        str(root),
-        "--config",
-        str(config),
-        "--no-progress",
-        "--after-sync",
-    ]
+    env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url, DOMINO_API_HOST=domino.url)
+    command = sync_command(name, root, "--config", str(config), "--after-sync")
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WAIT)
     assert first.returncode == 0, first.stderr
     assert "after_sync webhook: success" in first.stderr

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from syncd.core.manifest import Manifest
 from tests.integration.test_heal import heal_settings, heals
+from tests.support.cli import clean_env, sync_command
 from tests.support.daemon import WAIT, eventually, running
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
@@ -22,19 +22,12 @@ SMALL = "model-00002-of-00002.safetensors"
 
 
 def sync(tracking_uri: str, s3_url: str, name: str, root: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     # ranges of one upload part each (by default a GET takes two 8 MiB parts)
-    env.update(
+    env = clean_env(
         MLFLOW_TRACKING_URI=tracking_uri, SYNCD_S3__ENDPOINT_URL=s3_url, SYNCD_S3__PART_SIZE="8MiB"
     )
-    command = ["sync", "--model", name, "--alias", "production", "--root", str(root)]
     return subprocess.run(
-        [sys.executable, "-m", "syncd", *command, "--no-progress"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
+        sync_command(name, root), env=env, capture_output=True, text=True, timeout=WAIT, check=False
     )
 
 

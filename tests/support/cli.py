@@ -1,0 +1,32 @@
+"""The real `syncd` command, as a process: its arguments and a clean environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def sync_command(model: str, root: Path, *extra: str) -> list[str]:
+    """`python -m syncd sync --model M --alias production --root R --no-progress ...`."""
+    return [
+        sys.executable,
+        "-m",
+        "syncd",
+        "sync",
+        "--model",
+        model,
+        "--alias",
+        "production",
+        "--root",
+        str(root),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This environment without any SYNCD_ setting of the test run's, plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env.update(overrides)
+    return env
