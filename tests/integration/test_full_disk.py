@@ -46,12 +46,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Take every free byte of the volume, as another writer would."""
     filler = disk / "someone-elses-file"
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file keeps what a write could not place and fails again on close.
+    with filler.open("wb", buffering=0) as handle:
         block = b"\0" * (1 << 20)
         try:
             while True:
                 handle.write(block)
-                handle.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
