@@ -175,6 +175,12 @@ class Metrics:
             ["target", "kind", "result"],
             registry=r,
         )
+        self.endpoints_left_stopped = Gauge(
+            "syncd_domino_endpoint_left_stopped",
+            "1 while a Domino endpoint syncd stopped for a restart could not be started again.",
+            ["target", "endpoint"],
+            registry=r,
+        )
         self.build = Info("syncd_build", "syncd version.", registry=r)
         for result in ("accepted", "rejected"):
             self.webhooks.labels(result=result)

@@ -93,8 +93,13 @@ class DominoRestartHook(_Strict):
 
     model: str = Field(min_length=1)
     model_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    model_version_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    # Unset: the Model API's active version, looked up in its project at each restart, so a
+    # newly activated Domino model version needs no change here.
+    model_version_id: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    project_id: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     stop_timeout: Seconds = 600.0  # how long to wait for the deployment to stop
+    # LLM endpoints build and load slowly: the hook succeeds only once Domino says Running.
+    start_timeout: Seconds = 900.0
     poll_interval: Seconds = 5.0
 
 
@@ -154,7 +159,17 @@ class DominoSettings(_Strict):
     api_host: str | None = None
     # Inside a Domino run, a proxy that adds the caller's credentials: no key is sent.
     api_proxy: str | None = None
+    # An API key set for syncd itself (X-Domino-Api-Key).
     api_key: SecretStr | None = None
+    # A bearer token (a service account's or a personal access token; DOMINO_API_TOKEN),
+    # for syncd running outside a Domino run.
+    api_token: SecretStr | None = None
+    # Inside a run, Domino serves the run's short-lived token here; fetched for each restart.
+    access_token_url: str = "http://localhost:8899/access-token"
+    # The legacy key Domino sets in runs (DOMINO_USER_API_KEY): the last resort.
+    user_api_key: SecretStr | None = None
+    # For restarts of a Model API's active version (DOMINO_PROJECT_ID, set in every run).
+    project_id: str | None = None
 
 
 class TargetSettings(_Strict):
@@ -296,12 +311,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _domino_for_restarts(self) -> Settings:
-        restarts = any(h.domino_restart for t in self.targets for h in t.after_sync)
+        restarts = [
+            h.domino_restart for t in self.targets for h in t.after_sync if h.domino_restart
+        ]
         if restarts and not (self.domino.api_host or self.domino.api_proxy):
             raise ValueError(
                 "a domino_restart hook needs DOMINO_API_HOST (with DOMINO_USER_API_KEY) or "
                 "DOMINO_API_PROXY"
             )
+        for restart in restarts:
+            if restart.model_version_id is None and not (
+                restart.project_id or self.domino.project_id
+            ):
+                raise ValueError(
+                    f"domino_restart of model {restart.model_id} has no model_version_id: set "
+                    "project_id (or DOMINO_PROJECT_ID) to restart its active version"
+                )
         return self
 
     @model_validator(mode="after")
@@ -356,7 +381,9 @@ def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
     for key, variable in (
         ("api_host", "DOMINO_API_HOST"),
         ("api_proxy", "DOMINO_API_PROXY"),
-        ("api_key", "DOMINO_USER_API_KEY"),
+        ("api_token", "DOMINO_API_TOKEN"),
+        ("user_api_key", "DOMINO_USER_API_KEY"),
+        ("project_id", "DOMINO_PROJECT_ID"),
     ):
         if environ.get(variable):
             domino[key] = environ[variable]

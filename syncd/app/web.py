@@ -136,6 +136,12 @@ def _target_section(target: dict[str, Any], now: float) -> str:
             f'<p class="error">could not reach the registry{when}: '
             f"{_short_error(target['error'])}</p>"
         )
+    for endpoint, detail in (target.get("endpoints_left_stopped") or {}).items():
+        notes.append(
+            f'<p class="error"><strong>Domino endpoint {html.escape(endpoint)} is stopped</strong>'
+            f" (syncd stopped it to restart it and could not start it): "
+            f"{_short_error(detail)}</p>"
+        )
     if not target["writer"]:
         holder = html.escape(target["lock_holder"] or "")
         notes.append(f'<p class="muted">standby: {holder} writes this root</p>')

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["FileEntry", "Manifest", "RemoteObject", "Span", "WantedBy", "differences"]
+__all__ = [
+    "FileEntry",
+    "HookRecord",
+    "HookRun",
+    "Manifest",
+    "RemoteObject",
+    "Span",
+    "WantedBy",
+    "differences",
+    "last_move",
+]
 
 FORMAT_VERSION = 1
 
@@ -73,6 +83,33 @@ class WantedBy:
 
 
 @dataclass(frozen=True)
+class HookRun:
+    """What one after-sync hook did for a move."""
+
+    kind: str
+    result: str  # success / error / skipped
+    detail: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class HookRecord:
+    """One pointer move that put this run in place for serving, and the hooks it ran.
+
+    `adopted` marks a folder found already serving when hooks were first configured (or a
+    first start): recorded so later moves are told apart, with nothing run for it.
+    """
+
+    target: str
+    model: str
+    version: str
+    selector: str
+    at: float
+    results: tuple[HookRun, ...] = ()
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
 class Manifest:
     """`{root}/.syncd/manifests/{run_id}.json`."""
 
@@ -82,7 +119,10 @@ class Manifest:
     wanted_by: tuple[WantedBy, ...] = ()
     synced_at: float = 0.0
     syncd_version: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Carried over every rewrite (heals, repairs, retention marks): the moves whose hooks ran,
+    # newest last, and since when no target of the root wants the run.
+    hooks: tuple[HookRecord, ...] = ()
+    unwanted_since: float | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -103,6 +143,10 @@ class Manifest:
         document = json.loads(text)
         if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
             raise ValueError("not a syncd manifest of a known format")
+        # Manifests before 0.2 kept these two under a free-form "extra".
+        extra = document.get("extra") or {}
+        hooks = document.get("hooks", extra.get("hooks", []))
+        unwanted = document.get("unwanted_since", extra.get("unwanted_since"))
         return cls(
             run_id=document["run_id"],
             source_uri=document["source_uri"],
@@ -110,13 +154,59 @@ class Manifest:
             wanted_by=tuple(WantedBy(**wanted) for wanted in document.get("wanted_by", [])),
             synced_at=document.get("synced_at", 0.0),
             syncd_version=document.get("syncd_version", ""),
-            extra=document.get("extra", {}),
+            hooks=tuple(_hook_record(entry) for entry in hooks if isinstance(entry, dict)),
+            unwanted_since=float(unwanted) if isinstance(unwanted, int | float) else None,
         )
+
+    def with_hook_record(self, record: HookRecord, keep: int = 20) -> Manifest:
+        """This manifest with `record` as its newest move (replacing one of the same `at`)."""
+        others = tuple(r for r in self.hooks if r.at != record.at)
+        return replace(self, hooks=(*others, record)[-keep:])
 
 
 def _file_entry(document: dict[str, Any]) -> FileEntry:
     ranges = tuple((int(end), int(crc)) for end, crc in document.pop("range_crc32c", ()))
     return FileEntry(**document, range_crc32c=ranges)
+
+
+def _hook_record(document: Mapping[str, Any]) -> HookRecord:
+    results = tuple(
+        HookRun(
+            str(r.get("kind", "")),
+            str(r.get("result", "")),
+            str(r.get("detail", "")),
+            int(r.get("attempts", 0)),
+        )
+        for r in document.get("results", ())
+        if isinstance(r, dict)
+    )
+    return HookRecord(
+        target=str(document["target"]),
+        model=str(document["model"]),
+        version=str(document["version"]),
+        selector=str(document.get("selector", "")),
+        at=float(document.get("at", 0.0)),
+        results=results,
+        adopted=bool(document.get("adopted", False)),
+    )
+
+
+def last_move(
+    manifests: Iterable[Manifest], target: str, model: str
+) -> tuple[str, HookRecord] | None:
+    """The newest recorded move of (target, model) across a root's manifests: (run id, record).
+
+    A version is "already moved to" only when it is this newest one; a rollback to a kept
+    folder whose old record is older than another run's is a new move.
+    """
+    newest: tuple[str, HookRecord] | None = None
+    for manifest in manifests:
+        for record in manifest.hooks:
+            if (record.target, record.model) != (target, model):
+                continue
+            if newest is None or record.at > newest[1].at:
+                newest = (manifest.run_id, record)
+    return newest
 
 
 def differences(manifest: Manifest | None, listing: Iterable[RemoteObject]) -> list[str]:

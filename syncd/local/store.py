@@ -10,7 +10,9 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from syncd.core.folder_plan import LocalFile, stat_damage
@@ -34,6 +36,18 @@ def _libc_function(name: str) -> object | None:
         return getattr(libc, name, None)
     except OSError:
         return None
+
+
+# One writer per run folder's manifest within a process (the root's lock sees to other
+# processes): the syncer, the hooks and retention read-modify-write the same file from
+# different worker threads, and none may lose another's fields.
+_MANIFEST_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_MANIFEST_LOCKS_GUARD = threading.Lock()
+
+
+def _manifest_lock(root: Path, run_id: str) -> threading.Lock:
+    with _MANIFEST_LOCKS_GUARD:
+        return _MANIFEST_LOCKS.setdefault((str(root), run_id), threading.Lock())
 
 
 _renameat2 = _libc_function("renameat2")
@@ -197,8 +211,23 @@ class LocalStore:
             return None
 
     def write_manifest(self, manifest: Manifest) -> None:
-        """Write a manifest atomically (temp file, fsync, rename)."""
-        self._write_atomically(self.manifest_path(manifest.run_id), manifest.to_json())
+        """Write a manifest atomically (temp file, fsync, rename), as its one writer."""
+        with _manifest_lock(self.root, manifest.run_id):
+            self._write_atomically(self.manifest_path(manifest.run_id), manifest.to_json())
+
+    def update_manifest(
+        self, run_id: str, change: Callable[[Manifest | None], Manifest | None]
+    ) -> Manifest | None:
+        """Read, change and write a run's manifest under its writer lock; `change` returns
+        the new manifest (or None to leave it as it is). Returns what is on disk after."""
+        lock = _manifest_lock(self.root, run_id)
+        with lock:
+            current = self.read_manifest(run_id)
+            updated = change(current)
+            if updated is None or updated == current:
+                return current
+            self._write_atomically(self.manifest_path(run_id), updated.to_json())
+            return updated
 
     def read_state(self, name: str) -> str | None:
         """A small state file of syncd's own under `.syncd/` (e.g. `resolved.json`), or None."""

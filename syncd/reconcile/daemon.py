@@ -71,6 +71,7 @@ class Daemon:
         # deep verify's findings, kept until a sync has acted on them
         self._distrust: dict[Key, Suspicion] = {}
         self._checking: set[Key] = set()
+        self._hooks_looked_at: set[Key] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._last_poll: float | None = None
         self.status = StatusBoard(metrics, list(self._targets))
@@ -386,6 +387,10 @@ class Daemon:
                 self.status.in_place(key, desired, None)
                 if moved:  # e.g. promoted to a pre-staged version: in place for serving now
                     self._after_in_place(key, desired, None)
+                elif key not in self._hooks_looked_at:
+                    # Found in place at start-up: a move made while syncd was down still
+                    # fires (the manifests say which move came last); nothing else does.
+                    self._after_in_place(key, desired, None, adopt=True)
             return
         log.info("%s: %s: run %s needs a sync", key.target, why, key.run_id)
         self._queue.add(key)
@@ -509,45 +514,37 @@ class Daemon:
 
     # ---- after a sync ------------------------------------------------------------------------
 
-    def _after_in_place(self, key: Key, desired: DesiredModel, outcome: SyncOutcome | None) -> None:
-        """Run the target's hooks for a version newly in place for its serving pointer.
+    def _after_in_place(
+        self,
+        key: Key,
+        desired: DesiredModel,
+        outcome: SyncOutcome | None,
+        *,
+        adopt: bool = False,
+    ) -> None:
+        """Run the target's hooks for a pointer move that put a version in place for serving.
 
         Never for a heal or a no-op (the callers see to that), nor for a pre-staged version;
-        once per (target, model, version): what ran is recorded in the manifest, so a restart
-        or a second path to the same state fires nothing.
+        once per move: the newest move is recorded in the manifests, so a daemon restart or a
+        second path to the same state fires nothing, while a rollback to a kept folder does.
         """
+        self._hooks_looked_at.add(key)
         hooks = self._targets[key.target].after_sync
         if not hooks or desired.role != "serving":
             return
-        self._spawn(self._run_hooks(key, desired, outcome))
+        self._spawn(self._run_hooks(key, desired, outcome, adopt))
 
     async def _run_hooks(
-        self, key: Key, desired: DesiredModel, outcome: SyncOutcome | None
+        self, key: Key, desired: DesiredModel, outcome: SyncOutcome | None, adopt: bool
     ) -> None:
         store = self._root(key).store
         seconds = outcome.seconds if outcome is not None else 0.0
+        hooks = self._targets[key.target].after_sync
         results = await fire_once(
-            self._hooks, store, key.target, self._targets[key.target].after_sync, desired, seconds
+            self._hooks, store, key.target, hooks, desired, seconds, adopt=adopt
         )
-        if results is None:
-            return  # they ran for this version before (another path, or before a restart)
-        status = self.status.folders.get(key)
-        if status is not None:
-            status.hooks = [
-                {"kind": r.kind, "result": r.result, "detail": r.detail, "attempts": r.attempts}
-                for r in results
-            ]
-        for result in results:
-            self.metrics.hooks.labels(
-                target=key.target, kind=result.kind, result=result.result
-            ).inc()
-            level: Literal["info", "error"] = "info" if result.result == "success" else "error"
-            self.status.event(
-                level,
-                key.target,
-                f"{result.kind} for {desired.model} v{desired.ref.version}: {result.result}"
-                f" ({result.detail})",
-            )
+        if results is not None:
+            self.status.hooks_ran(key, desired, results)
 
     # ---- status ------------------------------------------------------------------------------
 
@@ -573,6 +570,13 @@ class Daemon:
                         for key, status in sorted(self.status.folders.items())
                         if key.target == name
                     ],
+                    "endpoints_left_stopped": {
+                        endpoint: detail
+                        for (target_name, endpoint), detail in sorted(
+                            self.status.left_stopped.items()
+                        )
+                        if target_name == name
+                    },
                     "unresolved": {
                         model: error
                         for (target_name, model), error in sorted(self.status.model_errors.items())

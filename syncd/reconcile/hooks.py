@@ -1,8 +1,9 @@
 """After a sync: restart the Domino endpoint, POST a signed webhook, run a command.
 
-Each hook of a target runs once per (target, model, version) that becomes in place for the
-serving pointer, after the folder is published and verified; a failing hook is retried with
-backoff and then reported, and never touches the folder.
+Each hook of a target runs once per pointer move that puts a version in place for serving
+(a new version, a promoted pre-staged one, a rollback to a kept folder), after the folder is
+published and verified; never for a heal, a repair, a no-op or a restart. A failing hook is
+retried with backoff and then reported, and never touches the folder.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 import aiohttp
 
+from syncd.core.manifest import HookRecord, HookRun, last_move
 from syncd.errors import HookError
 from syncd.local.store import LocalStore
+from syncd.remote.domino import Deployment, DominoApi, DominoBusyError
 from syncd.remote.registry import DesiredModel
 from syncd.settings import DominoRestartHook, DominoSettings, HookSettings, WebhookHook
 
 __all__ = ["HookEvent", "HookResult", "HookRunner", "fire_once", "signature"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SIGNATURE_HEADER = "X-Syncd-Signature"
 TIMESTAMP_HEADER = "X-Syncd-Timestamp"
@@ -56,6 +61,29 @@ class HookResult:
     detail: str
     attempts: int
     at: float
+    # "model_id/version_id" of a Domino endpoint syncd stopped and could not start again
+    left_stopped: str | None = None
+    # "model_id/version_id" restarted (also on success), for clearing a left-stopped alarm
+    endpoint: str | None = None
+
+
+def _result(
+    result: Literal["success", "error"],
+    detail: str,
+    attempts: int,
+    endpoint: str | None = None,
+    *,
+    stopped: bool = False,
+) -> HookResult:
+    return HookResult(
+        "domino_restart",
+        result,
+        detail,
+        attempts,
+        time.time(),
+        left_stopped=endpoint if stopped else None,
+        endpoint=endpoint,
+    )
 
 
 class _Retry(Exception):
@@ -84,6 +112,19 @@ class HookRunner:
         return results
 
     async def _one(self, hook: HookSettings, event: HookEvent) -> HookResult:
+        if hook.domino_restart is not None:
+            result = await self._restart(hook, hook.domino_restart)
+            level = logging.INFO if result.result == "success" else logging.ERROR
+            log.log(
+                level,
+                "%s: domino_restart hook for %s v%s (run %s): %s",
+                event.target,
+                event.model,
+                event.version,
+                event.run_id,
+                result.detail,
+            )
+            return result
         last = ""
         for attempt in range(1, hook.attempts + 1):
             try:
@@ -131,8 +172,6 @@ class HookRunner:
     async def _attempt(self, hook: HookSettings, event: HookEvent) -> str:
         if hook.webhook is not None:
             return await self._webhook(hook.webhook, event)
-        if hook.domino_restart is not None:
-            return await self._restart(hook.domino_restart)
         assert hook.command is not None
         return await self._command(hook.command, hook.timeout, event)
 
@@ -156,28 +195,135 @@ class HookRunner:
 
     # ---- Domino ------------------------------------------------------------------------------
 
-    async def _restart(self, hook: DominoRestartHook) -> str:
-        base = (self._domino.api_proxy or self._domino.api_host or "").rstrip("/")
-        headers = {}
-        if not self._domino.api_proxy and self._domino.api_key is not None:
-            headers["X-Domino-Api-Key"] = self._domino.api_key.get_secret_value()
-        deployment = f"{base}/v4/models/{hook.model_id}/{hook.model_version_id}"
-        status_url = f"{base}/models/{hook.model_id}/versions/{hook.model_version_id}/json"
-        client_timeout = aiohttp.ClientTimeout(total=60)
+    async def _restart(self, hook: HookSettings, restart: DominoRestartHook) -> HookResult:
+        """Stop, wait for stopped, start, wait for Running: each step retried on its own, so a
+        failed start is retried as a start and an endpoint syncd stopped is never left stopped
+        without saying so loudly."""
+        model = restart.model_id
+        project = restart.project_id or self._domino.project_id
+        stopped_ours = False
+        attempts = 0
+        version = restart.model_version_id or "?"
         try:
-            async with aiohttp.ClientSession(timeout=client_timeout, headers=headers) as session:
-                await _post(session, f"{deployment}/stopModelDeployment")
-                deadline = time.monotonic() + hook.stop_timeout
-                while (state := await _status(session, status_url)) not in _STOPPED:
-                    if time.monotonic() > deadline:
-                        raise HookError(
-                            f"model {hook.model_id} still {state!r} after {hook.stop_timeout:.0f}s"
+            async with DominoApi(self._domino) as api:
+                if restart.model_version_id is None:
+                    assert project is not None  # settings refuse a hook without either
+                    version = await self._steps(
+                        hook,
+                        "look up the active version",
+                        lambda: api.active_version(model, project),
+                    )
+                where = f"Domino model {model}/{version}"
+                await self._steps(hook, f"stop {where}", lambda: api.stop(model, version))
+                stopped_ours = True
+                state = await self._until(
+                    api,
+                    model,
+                    version,
+                    lambda d: d.stopped,
+                    restart.stop_timeout,
+                    restart.poll_interval,
+                )
+                if not state.stopped:
+                    log.warning(
+                        "%s still %s after %.0fs; starting it anyway",
+                        where,
+                        state,
+                        restart.stop_timeout,
+                    )
+                last = ""
+                for attempts in range(1, hook.attempts + 1):
+                    try:
+                        await api.start(model, version)
+                        state = await self._until(
+                            api,
+                            model,
+                            version,
+                            lambda d: d.running,
+                            restart.start_timeout,
+                            restart.poll_interval,
+                            fail_on_stopped=True,
                         )
-                    await asyncio.sleep(hook.poll_interval)
-                await _post(session, f"{deployment}/startModelDeployment")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retry(f"Domino API at {base}: {type(exc).__name__}: {exc}") from exc
-        return f"Domino model {hook.model_id}/{hook.model_version_id} stopped and started"
+                        if state.running:
+                            return _result(
+                                "success",
+                                f"{where} stopped and started: {state} (auth: {api.auth})",
+                                attempts,
+                                f"{model}/{version}",
+                            )
+                        last = f"{where} is {state} after the start"
+                    except DominoBusyError as exc:
+                        last = str(exc)
+                    if attempts < hook.attempts:
+                        delay = self._backoff * 2 ** (attempts - 1)
+                        log.warning(
+                            "%s: start failed, starting again in %.0fs: %s", where, delay, last
+                        )
+                        await asyncio.sleep(delay)
+                return _result(
+                    "error",
+                    f"{where} LEFT STOPPED: {hook.attempts} start attempts failed: {last}",
+                    attempts,
+                    f"{model}/{version}",
+                    stopped=True,
+                )
+        except HookError as exc:
+            if stopped_ours:
+                return _result(
+                    "error",
+                    f"Domino model {model}/{version} LEFT STOPPED: {exc}",
+                    attempts,
+                    f"{model}/{version}",
+                    stopped=True,
+                )
+            return _result("error", str(exc), max(attempts, 1))
+
+    async def _steps(self, hook: HookSettings, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """One Domino call, retried with backoff while Domino is busy."""
+        for attempt in range(1, hook.attempts + 1):
+            try:
+                return await step()
+            except DominoBusyError as exc:
+                if attempt == hook.attempts:
+                    raise HookError(f"cannot {what}: {exc}") from exc
+                delay = self._backoff * 2 ** (attempt - 1)
+                log.warning("cannot %s, retrying in %.0fs: %s", what, delay, exc)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _until(
+        self,
+        api: DominoApi,
+        model: str,
+        version: str,
+        done: Callable[[Deployment], bool],
+        limit: float,
+        interval: float,
+        *,
+        fail_on_stopped: bool = False,
+    ) -> Deployment:
+        """Poll the deployment until `done`, the deadline, or (after a start) a settled stop."""
+        deadline = time.monotonic() + limit
+        state = Deployment("unknown", True)
+        polls = 0
+        moved = False
+        while True:
+            try:
+                state = await api.deployment(model, version)
+            except DominoBusyError as exc:
+                log.info("Domino status of %s/%s not readable yet: %s", model, version, exc)
+            else:
+                polls += 1
+                if done(state):
+                    return state
+                moved = moved or not state.stopped
+                # After a start, a deployment back at a stopped state (a failed build, or a
+                # start Domino dropped) will not get to Running by waiting.
+                if fail_on_stopped and state.stopped and (moved or polls >= 3):
+                    return state
+            if time.monotonic() > deadline:
+                return state
+            await asyncio.sleep(interval)
 
     # ---- command -----------------------------------------------------------------------------
 
@@ -216,10 +362,6 @@ class HookRunner:
         return f"{command[0]} exited 0"
 
 
-_STOPPED = {"stopped", "inactive", "failed"}
-_RECORD_KEYS = ("target", "model", "version")
-
-
 async def fire_once(
     runner: HookRunner,
     store: LocalStore,
@@ -227,20 +369,38 @@ async def fire_once(
     hooks: list[HookSettings],
     desired: DesiredModel,
     seconds: float,
+    *,
+    adopt: bool = False,
 ) -> list[HookResult] | None:
-    """Run the hooks for a folder in place, unless its manifest says they ran for this
-    (target, model, version) already; None then. What runs is recorded in the manifest
-    before and after, so a crash mid-hook never restarts an endpoint twice."""
-    manifest = await asyncio.to_thread(store.read_manifest, desired.run_id)
-    if manifest is None:
+    """Run the hooks for a move that put this version in place for serving; None when the
+    newest move recorded for (target, model) in the root is already this one.
+
+    `adopt` (a folder found in place at start-up): a move made while syncd was down fires,
+    but where nothing was ever recorded the folder is adopted silently, never restarted.
+    The move is recorded in the run's manifest before the hooks run and again after, so a
+    crash mid-hook never fires the same move twice.
+    """
+    if not hooks:
         return None
-    record = {"target": target, "model": desired.model, "version": desired.ref.version}
-    ran = manifest.extra.get("hooks")
-    done = [r for r in (ran if isinstance(ran, list) else []) if isinstance(r, dict)]
-    if any(all(r.get(k) == record[k] for k in _RECORD_KEYS) for r in done):
+    manifests = await asyncio.to_thread(store.manifests_on_disk)
+    mine = next((m for m in manifests if m.run_id == desired.run_id), None)
+    if mine is None:
+        return None
+    newest = last_move(manifests, target, desired.model)
+    if (
+        newest is not None
+        and newest[0] == desired.run_id
+        and newest[1].version == desired.ref.version
+    ):
+        return None
+    record = HookRecord(
+        target, desired.model, desired.ref.version, desired.ref.selector, time.time()
+    )
+    if adopt and newest is None:
+        await asyncio.to_thread(_record, store, desired.run_id, replace(record, adopted=True))
         return None
     checks: dict[str, int] = {}
-    for file in manifest.files:
+    for file in mine.files:
         checks[file.verified_by] = checks.get(file.verified_by, 0) + 1
     event = HookEvent(
         target=target,
@@ -249,31 +409,22 @@ async def fire_once(
         pointer=desired.ref.selector,
         run_id=desired.run_id,
         folder=str(store.run_dir(desired.run_id)),
-        bytes=manifest.total_bytes,
-        files=len(manifest.files),
+        bytes=mine.total_bytes,
+        files=len(mine.files),
         seconds=seconds,
         verified_by=checks,
     )
-    entry: dict[str, Any] = {**record, "at": time.time(), "results": []}
-    await asyncio.to_thread(_record, store, desired.run_id, entry)
+    await asyncio.to_thread(_record, store, desired.run_id, record)
     results = await runner.run(hooks, event)
-    entry["results"] = [
-        {"kind": r.kind, "result": r.result, "detail": r.detail, "attempts": r.attempts}
-        for r in results
-    ]
-    await asyncio.to_thread(_record, store, desired.run_id, entry)
+    runs = tuple(HookRun(r.kind, r.result, r.detail, r.attempts) for r in results)
+    await asyncio.to_thread(_record, store, desired.run_id, replace(record, results=runs))
     return results
 
 
-def _record(store: LocalStore, run_id: str, entry: dict[str, Any]) -> None:
-    manifest = store.read_manifest(run_id)
-    if manifest is None:
-        return
-    ran = manifest.extra.get("hooks")
-    done = [r for r in (ran if isinstance(ran, list) else []) if isinstance(r, dict)]
-    done = [r for r in done if any(r.get(k) != entry[k] for k in _RECORD_KEYS)]
-    extra = {**manifest.extra, "hooks": [*done, entry][-20:]}
-    store.write_manifest(replace(manifest, extra=extra))
+def _record(store: LocalStore, run_id: str, record: HookRecord) -> None:
+    store.update_manifest(
+        run_id, lambda current: None if current is None else current.with_hook_record(record)
+    )
 
 
 def _raise_for(status: int, what: str) -> None:
@@ -281,21 +432,3 @@ def _raise_for(status: int, what: str) -> None:
         raise _Retry(f"{what}: HTTP {status}")
     if status >= 400:
         raise HookError(f"{what}: HTTP {status}")
-
-
-async def _post(session: aiohttp.ClientSession, url: str) -> None:
-    async with session.post(url, json={}) as response:
-        _raise_for(response.status, f"POST {url}")
-
-
-async def _status(session: aiohttp.ClientSession, url: str) -> str:
-    async with session.get(url) as response:
-        _raise_for(response.status, f"GET {url}")
-        document: Any = await response.json(content_type=None)
-    # The legacy Model API answers with the version's deployment under a few shapes.
-    for candidate in (document, document.get("data") if isinstance(document, dict) else None):
-        if isinstance(candidate, dict):
-            for key in ("status", "deploymentStatus", "state"):
-                if isinstance(candidate.get(key), str):
-                    return str(candidate[key]).lower()
-    return "unknown"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from syncd.core.manifest import Manifest
 from syncd.core.retention import Unwanted, select_removals
 from syncd.local.store import LocalStore
 
@@ -49,18 +51,16 @@ def collect_garbage(
         if not ours:
             continue  # made by a one-shot sync or for another root's target: not ours
         models = {w.model for w in ours}
-        extra = dict(manifest.extra)
         if manifest.run_id in wanted or models & failing_models:
-            if extra.pop("unwanted_since", None) is not None:
-                store.write_manifest(replace(manifest, extra=extra))
+            if manifest.unwanted_since is not None:
+                store.update_manifest(manifest.run_id, _mark(None))
             continue
-        since = extra.get("unwanted_since")
-        if not isinstance(since, int | float):
+        since = manifest.unwanted_since
+        if since is None:
             since = now
-            extra["unwanted_since"] = now
-            store.write_manifest(replace(manifest, extra=extra))
+            store.update_manifest(manifest.run_id, _mark(now))
             log.info("run %s is no longer wanted; kept for %.0fs", manifest.run_id, grace)
-        unwanted.append(Unwanted(manifest.run_id, frozenset(models), float(since)))
+        unwanted.append(Unwanted(manifest.run_id, frozenset(models), since))
         owners[manifest.run_id] = (ours[-1].target, f"{ours[-1].model} v{ours[-1].version}")
     removed = []
     for run_id in select_removals(unwanted, now=now, grace=grace, keep_previous=keep_previous):
@@ -69,3 +69,10 @@ def collect_garbage(
         log.warning("removed run %s (%s: %s): no target wants it", run_id, target, owner)
         removed.append(Removal(run_id, target, owner))
     return removed
+
+
+def _mark(since: float | None) -> Callable[[Manifest | None], Manifest | None]:
+    def change(current: Manifest | None) -> Manifest | None:
+        return None if current is None else replace(current, unwanted_since=since)
+
+    return change

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from syncd.metrics import Metrics
+from syncd.reconcile.hooks import HookResult
 from syncd.reconcile.queue import Key
 from syncd.reconcile.syncer import SyncOutcome, SyncProgress
 from syncd.remote.registry import DesiredModel
@@ -102,6 +103,9 @@ class StatusBoard:
         self.target_errors: dict[str, str | None] = {name: None for name in targets}
         self.target_error_since: dict[str, float] = {}
         self.model_errors: dict[tuple[str, str], str] = {}
+        # (target, "model_id/version_id") -> why: Domino endpoints syncd stopped and could not
+        # start again; cleared by a later restart of the same endpoint that succeeds.
+        self.left_stopped: dict[tuple[str, str], str] = {}
         self.events: deque[Event] = deque(maxlen=50)
 
     def event(self, level: Level, target: str, message: str) -> None:
@@ -231,6 +235,39 @@ class StatusBoard:
             retry_in,
             error,
         )
+
+    # ---- hooks ---------------------------------------------------------------------------------
+
+    def hooks_ran(self, key: Key, wanted: DesiredModel, results: list[HookResult]) -> None:
+        """The after-sync results of a move: on the folder, in events and metrics; a Domino
+        endpoint left stopped raised as an alarm until a later restart of it succeeds."""
+        status = self.folders.get(key)
+        if status is not None:
+            status.hooks = [
+                {"kind": r.kind, "result": r.result, "detail": r.detail, "attempts": r.attempts}
+                for r in results
+            ]
+        for result in results:
+            self.metrics.hooks.labels(
+                target=key.target, kind=result.kind, result=result.result
+            ).inc()
+            level: Level = "info" if result.result == "success" else "error"
+            self.event(
+                level,
+                key.target,
+                f"{result.kind} for {wanted.model} v{wanted.ref.version}: {result.result}"
+                f" ({result.detail})",
+            )
+            if result.endpoint is None:
+                continue
+            gauge = self.metrics.endpoints_left_stopped.labels(
+                target=key.target, endpoint=result.endpoint
+            )
+            if result.left_stopped is not None:
+                self.left_stopped[(key.target, result.endpoint)] = result.detail
+                gauge.set(1)
+            elif self.left_stopped.pop((key.target, result.endpoint), None) is not None:
+                gauge.set(0)
 
     # ---- readiness -------------------------------------------------------------------------------
 

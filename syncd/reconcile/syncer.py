@@ -123,8 +123,13 @@ class Syncer:
         if plan.noop:
             assert manifest is not None
             if wanted not in manifest.wanted_by:
-                updated = replace(manifest, wanted_by=(*manifest.wanted_by, wanted))
-                await asyncio.to_thread(store.write_manifest, updated)
+
+                def add_wanted(current: Manifest | None) -> Manifest | None:
+                    if current is None or wanted in current.wanted_by:
+                        return None
+                    return replace(current, wanted_by=(*current.wanted_by, wanted))
+
+                await asyncio.to_thread(store.update_manifest, desired.run_id, add_wanted)
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
         build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
@@ -385,7 +390,18 @@ def _publish(
 ) -> None:
     store.flush(staging)
     store.publish(staging, manifest.run_id, owned=previous is not None)
-    store.write_manifest(manifest)
+
+    def carry_over(current: Manifest | None) -> Manifest:
+        # What others recorded meanwhile (hooks run, wanted by) survives the rebuild.
+        if current is None:
+            return manifest
+        wanted = (
+            *current.wanted_by,
+            *(w for w in manifest.wanted_by if w not in current.wanted_by),
+        )
+        return replace(manifest, wanted_by=wanted, hooks=current.hooks)
+
+    store.update_manifest(manifest.run_id, carry_over)
     resume.clear()
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from syncd.app.cli import main
 from syncd.app.embedded import free_port
-from syncd.core.manifest import Manifest
 from syncd.local.lock import RootLock
 from tests.support.daemon import (
     eventually,
@@ -29,6 +28,7 @@ from tests.support.daemon import (
     write_config,
 )
 from tests.support.faulty_proxy import FaultyS3Proxy
+from tests.support.layout import manifest_of
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
 
@@ -44,10 +44,6 @@ def heal_settings(tracking_uri: str, root: Path, model: str, **overrides: Any): 
         targets=[{"name": "prod", "root": str(root), "alias": "production", "models": [model]}],
         **options,
     )
-
-
-def manifest_of(root: Path, run_id: str) -> Manifest:
-    return Manifest.from_json((root / ".syncd" / "manifests" / f"{run_id}.json").read_text())
 
 
 def heals(daemon: Any, reason: str) -> float:
@@ -212,7 +208,7 @@ async def test_retention_keeps_the_previous_and_never_touches_foreign_folders(
         daemon.wake()
         await eventually(lambda: not (root / v1.parent_run_id).exists(), "v1 removed")
         assert (root / v2.parent_run_id).is_dir()  # kept for a fast rollback
-        assert manifest_of(root, v2.parent_run_id).extra.get("unwanted_since")
+        assert manifest_of(root, v2.parent_run_id).unwanted_since
         assert (root / v3.parent_run_id).is_dir()
         assert not (root / ".syncd/manifests" / f"{v1.parent_run_id}.json").exists()
         assert (foreign / "weights.bin").read_bytes() == b"copied by hand"
@@ -227,7 +223,7 @@ async def test_retention_keeps_the_previous_and_never_touches_foreign_folders(
         MlflowClient(mlflow_server.url).set_registered_model_alias(name, "production", v2.version)
         daemon.wake()
         await eventually(
-            lambda: "unwanted_since" not in manifest_of(root, v2.parent_run_id).extra, "rollback"
+            lambda: manifest_of(root, v2.parent_run_id).unwanted_since is None, "rollback"
         )
 
 

@@ -17,6 +17,7 @@ import pytest
 from tests.support.cli import clean_env, sync_command
 from tests.support.daemon import WAIT, eventually, running, sample
 from tests.support.fake_domino import FakeDomino
+from tests.support.layout import manifest_of
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
 
@@ -77,7 +78,7 @@ async def test_alias_move_restarts_the_endpoint_once_after_the_folder_is_complet
     name = unique_name("hooked")
     first = publish(mlflow_server.url, tmp_path / "a", name, shard_mib=(1,))
     root, out = tmp_path / "llm-models", tmp_path / "command.out"
-    domino.state.deployments[("m1", "v1")] = "Running"
+    domino.add("m1", "v1")
     settings = settings_for(
         mlflow_server.url, domino, target(root, [name], hooks(domino, name, out))
     )
@@ -89,7 +90,7 @@ async def test_alias_move_restarts_the_endpoint_once_after_the_folder_is_complet
         await eventually(lambda: hook_count(daemon, "command") == 2, "v2's hooks")
         assert hook_count(daemon, "domino_restart") == 2
         assert hook_count(daemon, "webhook") == 2
-        assert domino.state.deployments[("m1", "v1")] == "Running"
+        assert domino.state.name("m1", "v1") == "Running"
         # stop, status polls until stopped, start: each with the API key
         stops = domino.calls("/v4/models/m1/v1/stopModelDeployment")
         starts = domino.calls("/v4/models/m1/v1/startModelDeployment")
@@ -133,7 +134,7 @@ async def test_heal_restart_and_unmapped_models_fire_what_they_should(
     publish(mlflow_server.url, tmp_path / "a", mapped, shard_mib=(1,))
     other = publish(mlflow_server.url, tmp_path / "b", unmapped, shard_mib=(1,))
     root, out = tmp_path / "llm-models", tmp_path / "command.out"
-    domino.state.deployments[("m1", "v1")] = "Running"
+    domino.add("m1", "v1")
     domino.state.fail_next = 2  # the Domino API is busy at first: retried
     settings = settings_for(
         mlflow_server.url, domino, target(root, [mapped, unmapped], hooks(domino, mapped, out))
@@ -145,7 +146,7 @@ async def test_heal_restart_and_unmapped_models_fire_what_they_should(
         assert hook_count(daemon, "webhook") == 2
         # the restart was for the mapped model only, after the 503s
         assert len(domino.calls("/startModelDeployment")) == 1
-        assert domino.state.deployments[("m1", "v1")] == "Running"
+        assert domino.state.name("m1", "v1") == "Running"
         requests = len(domino.state.requests)
         # A heal (a deleted file rebuilt) fires nothing.
         (root / other.parent_run_id / "config.json").unlink()
@@ -213,3 +214,90 @@ async def _get(url: str) -> str:
     from tests.support.daemon import fetch
 
     return (await fetch(url))[1]
+
+
+def _set_alias(tracking_uri: str, name: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri).set_registered_model_alias(name, "production", version)
+
+
+async def test_a_rollback_to_a_kept_version_restarts_once_more_and_a_heal_keeps_the_record(
+    mlflow_server: Any, domino: FakeDomino, tmp_path: Path
+) -> None:
+    name = unique_name("rollback")
+    first = publish(mlflow_server.url, tmp_path / "a", name, shard_mib=(1,))
+    root, out = tmp_path / "llm-models", tmp_path / "command.out"
+    domino.add("m1", "v1")
+    settings = settings_for(
+        mlflow_server.url, domino, target(root, [name], hooks(domino, name, out))
+    )
+    async with running(settings) as (daemon, _):
+        await asyncio.wait_for(daemon.ready.wait(), WAIT)
+        await eventually(lambda: hook_count(daemon, "domino_restart") == 1, "v1's restart")
+        # a heal of v1 between two moves: its hook record survives the rebuilt manifest
+        (root / first.parent_run_id / "config.json").unlink()
+        await eventually(
+            lambda: (
+                sample(daemon.metrics, "syncd_heals_total", target="prod", reason="missing_file")
+                == 1
+            ),
+            "the heal",
+        )
+        (record,) = manifest_of(root, first.parent_run_id).hooks
+        assert (record.version, record.results[0].result) == (first.version, "success")
+        second = publish(mlflow_server.url, tmp_path / "b", name, shard_mib=(1,))
+        daemon.wake()
+        await eventually(lambda: hook_count(daemon, "domino_restart") == 2, "v2's restart")
+        # back to v1, whose folder is kept: no bytes, one more restart
+        downloaded = sample(daemon.metrics, "syncd_downloaded_files_total", target="prod")
+        _set_alias(mlflow_server.url, name, first.version)
+        daemon.wake()
+        await eventually(lambda: hook_count(daemon, "domino_restart") == 3, "the rollback's")
+        assert sample(daemon.metrics, "syncd_downloaded_files_total", target="prod") == downloaded
+        await asyncio.sleep(0.5)
+        daemon.wake()  # another poll, a sweep: the same move fires nothing more
+        await daemon.sweep()
+        await asyncio.sleep(0.5)
+        assert hook_count(daemon, "domino_restart") == 3
+    assert len(domino.calls("/startModelDeployment")) == 3
+    lines = out.read_text().splitlines()
+    assert [line.split()[2] for line in lines] == [first.version, second.version, first.version]
+    # A daemon restart over the same root fires nothing: the newest move is already v1's.
+    async with running(settings) as (daemon, _):
+        await asyncio.wait_for(daemon.ready.wait(), WAIT)
+        await asyncio.sleep(0.5)
+        assert hook_count(daemon, "domino_restart") == 0
+    assert len(domino.calls("/startModelDeployment")) == 3
+
+
+async def test_an_endpoint_left_stopped_is_loud(
+    mlflow_server: Any, domino: FakeDomino, tmp_path: Path
+) -> None:
+    name = unique_name("stuck")
+    publish(mlflow_server.url, tmp_path / "a", name, shard_mib=(1,))
+    root = tmp_path / "llm-models"
+    domino.add("m1", "v1")
+    domino.state.starts_fail_build = True
+    restart = {
+        "domino_restart": {
+            "model": name,
+            "model_id": "m1",
+            "model_version_id": "v1",
+            "poll_interval": "20ms",
+        },
+        "attempts": 2,
+    }
+    settings = settings_for(mlflow_server.url, domino, target(root, [name], [restart]))
+    async with running(settings) as (daemon, url):
+        await asyncio.wait_for(daemon.ready.wait(), WAIT)
+        await eventually(lambda: hook_count(daemon, "domino_restart", "error") == 1, "failure")
+        gauge = sample(
+            daemon.metrics, "syncd_domino_endpoint_left_stopped", target="prod", endpoint="m1/v1"
+        )
+        assert gauge == 1
+        status = json.loads(await _get(url + "/api/status"))
+        assert "m1/v1" in status["targets"][0]["endpoints_left_stopped"]
+        page = await _get(url + "/")
+        assert "Domino endpoint m1/v1 is stopped" in page
+        assert domino.state.name("m1", "v1") == "Failed"

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from syncd.core.manifest import Manifest
 from tests.integration.test_heal import heal_settings, heals
 from tests.support.cli import clean_env, sync_command
 from tests.support.daemon import WAIT, eventually, running
 from tests.support.faulty_proxy import FaultyS3Proxy
+from tests.support.layout import manifest_of
 from tests.support.models import publish, unique_name
 
 PART = 8 << 20  # the part size MLflow's boto3 uploads with: the ranges syncd fetches and records
@@ -29,10 +29,6 @@ def sync(tracking_uri: str, s3_url: str, name: str, root: Path) -> subprocess.Co
     return subprocess.run(
         sync_command(name, root), env=env, capture_output=True, text=True, timeout=WAIT, check=False
     )
-
-
-def manifest_of(root: Path, run_id: str) -> Manifest:
-    return Manifest.from_json((root / ".syncd" / "manifests" / f"{run_id}.json").read_text())
 
 
 def flip(path: Path, offset: int, *, keep_mtime: bool) -> None:
