@@ -121,7 +121,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     verify = commands.add_parser("verify", help="re-hash run folders against their manifests")
-    verify.add_argument("--root", type=Path, required=True)
+    verify.add_argument(
+        "--root", type=Path, required=True, help="dataset folder, e.g. .../llm-models"
+    )
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="repair what is damaged (range by range), or have the daemon writing the root "
+        "repair it, and exit 0 only once everything verifies",
+    )
+    verify.add_argument(
+        "--wait",
+        type=_seconds,
+        default=600.0,
+        help="with --repair on a root a daemon writes: seconds to wait for it (default 600)",
+    )
     verify.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: every managed run")
     verify.add_argument(
         "--remote", action="store_true", help="also compare manifests with the source listing"
@@ -321,50 +335,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.core.manifest import differences
-    from syncd.local.verify import RateLimiter, verify_manifest
+    from syncd.app.verify_command import run_verify
 
-    store = LocalStore(_existing_root(args.root))
-    run_ids = args.run_ids or [m.run_id for m in store.manifests_on_disk()]
-    for run_id in run_ids:
-        store.run_dir(run_id)  # a run id that is not 32 hex characters stops here
-    limiter = RateLimiter(args.rate)
-    bad = 0
-    listings: dict[str, Any] = {}
-    if args.remote:
-        listings = asyncio.run(_listings(settings, store, run_ids))
-    for run_id in run_ids:
-        manifest = store.read_manifest(run_id)
-        if manifest is None:
-            print(f"{run_id}  NO MANIFEST (not created by syncd, or never completed)")
-            bad += 1
-            continue
-        problems = [p.describe() for p in verify_manifest(store.run_dir(run_id), manifest, limiter)]
-        if run_id in listings:
-            problems += [
-                f"{path} (source changed)" for path in differences(manifest, listings[run_id])
-            ]
-        unverified = len(manifest.unverified)
-        note = f", {unverified} size-only" if unverified else ""
-        if problems:
-            bad += 1
-            print(f"{run_id}  DAMAGED: {', '.join(problems)}")
-        else:
-            print(f"{run_id}  OK  {len(manifest.files)} files, {manifest.total_bytes} bytes{note}")
-    print(f"{len(run_ids) - bad} intact, {bad} damaged", file=sys.stderr)
-    return 0 if bad == 0 else EXIT_ERROR
-
-
-async def _listings(settings: Settings, store: LocalStore, run_ids: list[str]) -> dict[str, Any]:
-    from syncd.remote.source import Sources
-
-    found = {}
-    async with Sources.open(settings) as sources:
-        for run_id in run_ids:
-            manifest = store.read_manifest(run_id)
-            if manifest is not None:
-                found[run_id] = await sources.list_objects(sources.locate(manifest.source_uri))
-    return found
+    return run_verify(args, settings, LocalStore(_existing_root(args.root)))
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ from syncd.core.folder_plan import LocalFile, stat_damage
 from syncd.core.ids import is_run_id
 from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError
+from syncd.local.damage import DamageLog
 from syncd.transfer.resume import ResumeState
 
 __all__ = ["LocalStore", "exchange_paths"]
@@ -91,13 +92,15 @@ class LocalStore:
         self.quarantine = self.meta / "quarantine"
         self.trash = self.meta / "trash"
         self.parts = self.meta / "parts"
+        self.damage = DamageLog(self.meta / "damage")
 
     def prepare(self) -> None:
         """Create the bookkeeping folders (the lock holder clears staging, see clear_staging)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # Quarantine first: symlinks found in the others are moved into it.
-            for folder in (self.quarantine, self.staging, self.manifests, self.trash, self.parts):
+            folders = (self.quarantine, self.staging, self.manifests, self.trash, self.parts)
+            for folder in (*folders, self.damage.folder):
                 self.real_dir(folder)
         except OSError as exc:
             raise LocalStoreError(f"cannot create {self.meta}: {exc.strerror}") from exc

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from syncd.core.desired import RegisteredModel, matches
-from syncd.core.folder_plan import Suspicion, merge_suspicion
 from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError
 from syncd.local.store import LocalStore
@@ -44,7 +43,7 @@ Verdict = Literal["in_place", "needs_sync"]
 def _verdict(store: LocalStore, key: Key, wanted: DesiredModel) -> Verdict:
     """Stat-only: the folder is complete, untouched and recorded as wanted this way."""
     manifest = store.read_manifest(key.run_id)
-    if manifest is None or store.damaged(manifest):
+    if manifest is None or store.damaged(manifest) or store.damage.has(key.run_id):
         return "needs_sync"
     pointer = WantedBy(key.target, wanted.model, wanted.ref.selector, wanted.ref.version)
     return "in_place" if pointer in manifest.wanted_by else "needs_sync"
@@ -68,8 +67,6 @@ class Daemon:
         self._queue = WorkQueue()
         self._wake = asyncio.Event()
         self._desired: dict[Key, DesiredModel] = {}
-        # deep verify's findings, kept until a sync has acted on them
-        self._distrust: dict[Key, Suspicion] = {}
         self._checking: set[Key] = set()
         self._hooks_looked_at: set[Key] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -467,8 +464,9 @@ class Daemon:
                 key.run_id,
                 ", ".join(p.describe() for p in problems),
             )
+            # Recorded in the root, so the finding outlives a restart or a failed repair.
             found = {p.path: p.spans or None for p in problems}
-            self._distrust[key] = merge_suspicion(self._distrust.get(key, {}), found)
+            await asyncio.to_thread(store.damage.record, key.run_id, found)
             self._queue.add(key)
 
     # ---- work --------------------------------------------------------------------------------
@@ -488,13 +486,11 @@ class Daemon:
         status = self.status.folders[key]
         progress = SyncProgress()
         status.state, status.progress = "syncing", progress
-        distrust = self._distrust.pop(key, {})
         store = self._root(key).store
         started = time.monotonic()
         try:
-            outcome = await self._syncer.ensure(store, key.target, desired, progress, distrust)
+            outcome = await self._syncer.ensure(store, key.target, desired, progress)
         except Exception as exc:
-            self._distrust[key] = merge_suspicion(self._distrust.get(key, {}), distrust)
             if isinstance(exc, SyncdError):
                 error = str(exc)
             else:  # a bug must not stop the other folders; log it loudly

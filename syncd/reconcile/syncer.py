@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 from syncd import __version__
-from syncd.core.folder_plan import FolderPlan, Patch, Suspicion, plan_folder, worth_range_check
+from syncd.core.folder_plan import (
+    FolderPlan,
+    Patch,
+    Suspicion,
+    merge_suspicion,
+    plan_folder,
+    worth_range_check,
+)
 from syncd.core.ids import safe_relative_path
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject, Span, WantedBy
 from syncd.errors import (
@@ -108,6 +115,9 @@ class Syncer:
         them altered), with their damaged ranges where known: only those are fetched again.
         """
         progress = progress or SyncProgress()
+        # Damage a verify recorded in the root (on any host) is repaired like deep verify's.
+        recorded = await asyncio.to_thread(store.damage.read, desired.run_id)
+        distrust = merge_suspicion(distrust or {}, recorded)
         location = self._sources.locate(desired.source_uri)
         listing = await self._sources.list_objects(location)
         if not listing:
@@ -119,7 +129,7 @@ class Syncer:
         check_listing(listing)
         wanted = WantedBy(target, desired.model, desired.ref.selector, desired.ref.version)
         manifest = await asyncio.to_thread(store.read_manifest, desired.run_id)
-        plan = await self._plan(store, manifest, listing, distrust or {})
+        plan = await self._plan(store, manifest, listing, distrust)
         if plan.noop:
             assert manifest is not None
             if wanted not in manifest.wanted_by:
@@ -130,9 +140,13 @@ class Syncer:
                     return replace(current, wanted_by=(*current.wanted_by, wanted))
 
                 await asyncio.to_thread(store.update_manifest, desired.run_id, add_wanted)
+            if recorded:  # nothing the record names is still wrong (or still listed)
+                await asyncio.to_thread(store.damage.clear, desired.run_id, recorded)
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
         build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
+        if recorded:
+            await asyncio.to_thread(store.damage.clear, desired.run_id, recorded)
         if manifest is not None and plan.heal:
             log.warning(
                 "%s: healed %s v%s run %s: %s",
