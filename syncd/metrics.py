@@ -175,6 +175,12 @@ class Metrics:
             ["target", "kind", "result"],
             registry=r,
         )
+        self.missing_models = Gauge(
+            "syncd_missing_models",
+            "Plain model names in a target's `models` that no registered model has (typos).",
+            ["target"],
+            registry=r,
+        )
         self.endpoints_left_stopped = Gauge(
             "syncd_domino_endpoint_left_stopped",
             "1 while a Domino endpoint syncd stopped for a restart could not be started again.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -459,6 +460,55 @@ def _known_keys(location: tuple[Any, ...]) -> list[str]:
         else:
             return []
     return list(model.model_fields)
+
+
+# Read by the deploy scripts (config/domino/app.sh) or set by syncd for its hook commands.
+_SCRIPT_VARIABLES = frozenset(
+    {
+        "SYNCD_PACKAGE",
+        "SYNCD_CONFIG",
+        "SYNCD_TARGET",
+        "SYNCD_MODEL",
+        "SYNCD_VERSION",
+        "SYNCD_RUN_ID",
+        "SYNCD_FOLDER",
+        "SYNCD_POINTER",
+    }
+)
+
+
+def _variable_names(model: type[BaseModel], prefix: str) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        names.append(variable)
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                names += _variable_names(candidate, f"{variable}__")
+    return names
+
+
+def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """One line per `SYNCD_*` variable that no setting reads (a typo is otherwise silent)."""
+    known = set(_variable_names(Settings, "SYNCD_")) | _SCRIPT_VARIABLES
+    known |= {
+        hook.webhook.secret_env.upper()
+        for target in settings.targets
+        for hook in target.after_sync
+        if hook.webhook is not None and hook.webhook.secret_env
+    }
+    lines = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith("SYNCD_") or upper in known:
+            continue
+        if any(upper.startswith(f"{name}__") for name in known):
+            continue  # inside a setting pydantic reads whole (a list, a mapping)
+        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"environment variable {variable} is not a syncd setting; ignored{hint}")
+    return lines
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

@@ -22,7 +22,7 @@ from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.reconcile.syncer import Syncer, SyncProgress
 from syncd.remote.registry import DesiredModel
-from syncd.settings import Settings, TargetSettings, load_settings
+from syncd.settings import Settings, TargetSettings, load_settings, unknown_variables
 
 __all__ = ["main"]
 
@@ -369,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(getattr(args, "config", None))
         configure_logging(settings.log_level, settings.log_format)
+        for line in unknown_variables(settings, os.environ):
+            logging.getLogger("syncd.settings").warning("%s", line)
         if args.command == "run":
             from syncd.app.runtime import require_registry
             from syncd.app.service import check_port_free, run_service

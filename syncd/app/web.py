@@ -136,6 +136,12 @@ def _target_section(target: dict[str, Any], now: float) -> str:
             f'<p class="error">could not reach the registry{when}: '
             f"{_short_error(target['error'])}</p>"
         )
+    for name, close in (target.get("missing_models") or {}).items():
+        hint = f" (did you mean <code>{html.escape(close)}</code>?)" if close else ""
+        notes.append(
+            f'<p class="error">no registered model is named <code>{html.escape(name)}</code>'
+            f"{hint}: check <code>models</code> in the config</p>"
+        )
     for endpoint, detail in (target.get("endpoints_left_stopped") or {}).items():
         notes.append(
             f'<p class="error"><strong>Domino endpoint {html.escape(endpoint)} is stopped</strong>'
@@ -201,6 +207,7 @@ def render_page(snapshot: dict[str, Any], now: float | None = None) -> str:
     label = {
         "synced": "ready: all in place",
         "syncing": "ready: syncing",
+        "standby": "ready: standby",
         "nothing_matches": "ready: nothing matches",
         "registry_unreachable": "registry unreachable",
         "starting": "first pass in progress",

@@ -7,6 +7,7 @@ the target's settings, without further calls.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,17 @@ Role = str  # "serving" for the target's own alias or stage, "prefetch" for pre-
 def is_pattern(name: str) -> bool:
     """Whether a `models` entry is a glob rather than a name."""
     return any(char in name for char in "*?[")
+
+
+def missing_names(patterns: Iterable[str], registered: Iterable[str]) -> dict[str, str | None]:
+    """Plain names (no glob characters) that no registered model has: a likely typo, with the
+    closest registered name when one is close."""
+    names = set(registered)
+    return {
+        name: next(iter(difflib.get_close_matches(name, sorted(names), n=1)), None)
+        for name in patterns
+        if not is_pattern(name) and name not in names
+    }
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:

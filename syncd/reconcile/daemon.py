@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from syncd.core.desired import RegisteredModel, matches
+from syncd.core.desired import RegisteredModel, matches, missing_names
 from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError
 from syncd.local.store import LocalStore
@@ -234,6 +234,9 @@ class Daemon:
                     self.status.poll_failed(name, str(exc))
                     continue
                 self.status.poll_succeeded(name)
+                self.status.missing_models(
+                    name, missing_names(target.models, (m.name for m in models))
+                )
                 polled.add(name)
                 changed += self._apply(target, state, models, scope=None)
         for name in self._targets:
@@ -566,6 +569,7 @@ class Daemon:
                         for key, status in sorted(self.status.folders.items())
                         if key.target == name
                     ],
+                    "missing_models": self.status.missing.get(name, {}),
                     "endpoints_left_stopped": {
                         endpoint: detail
                         for (target_name, endpoint), detail in sorted(

@@ -90,7 +90,9 @@ class Readiness:
     """The answer of /readyz and the page's banner."""
 
     ready: bool
-    state: Literal["starting", "synced", "syncing", "registry_unreachable", "nothing_matches"]
+    state: Literal[
+        "starting", "synced", "syncing", "standby", "registry_unreachable", "nothing_matches"
+    ]
     detail: str
 
 
@@ -106,6 +108,8 @@ class StatusBoard:
         # (target, "model_id/version_id") -> why: Domino endpoints syncd stopped and could not
         # start again; cleared by a later restart of the same endpoint that succeeds.
         self.left_stopped: dict[tuple[str, str], str] = {}
+        # target -> {name in `models` no registered model has: the closest registered name}
+        self.missing: dict[str, dict[str, str | None]] = {name: {} for name in targets}
         self.events: deque[Event] = deque(maxlen=50)
 
     def event(self, level: Level, target: str, message: str) -> None:
@@ -146,6 +150,21 @@ class StatusBoard:
                 self.event("error", target, f"cannot resolve {model}: {error}")
         count = sum(1 for name, _ in self.model_errors if name == target)
         self.metrics.resolution_errors.labels(target=target).set(count)
+
+    def missing_models(self, target: str, missing: dict[str, str | None]) -> None:
+        """Names in a target's `models` that match no registered model: said when it changes."""
+        if missing != self.missing.get(target, {}):
+            if missing:
+                names = ", ".join(
+                    f"{name!r}" + (f" (did you mean {close!r}?)" if close else "")
+                    for name, close in sorted(missing.items())
+                )
+                log.warning("%s: no registered model is named %s", target, names)
+                self.event("warning", target, f"no registered model is named {names}")
+            else:
+                log.info("%s: every model name in the target is registered", target)
+        self.missing[target] = dict(missing)
+        self.metrics.missing_models.labels(target=target).set(len(missing))
 
     def desired_changed(self, desired: dict[Key, DesiredModel]) -> None:
         """Republish the desired-version gauges (serving pointers only)."""
@@ -286,10 +305,21 @@ class StatusBoard:
             )
         if not first_pass_done:
             return Readiness(False, "starting", "first reconcile pass not finished")
+        missing = sorted({name for names in self.missing.values() for name in names})
+        unknown = f"; not registered: {', '.join(missing)}" if missing else ""
         serving = [f for f in self.folders.values() if f.role == "serving"]
         if not serving:
-            return Readiness(True, "nothing_matches", "no model matches any target's pointer")
+            return Readiness(
+                True, "nothing_matches", f"no model matches any target's pointer{unknown}"
+            )
         synced = sum(1 for f in serving if f.state == "synced")
         if synced == len(serving):
-            return Readiness(True, "synced", f"{synced} folder(s) in place")
-        return Readiness(True, "syncing", f"{synced} of {len(serving)} folder(s) in place")
+            return Readiness(True, "synced", f"{synced} folder(s) in place{unknown}")
+        if all(f.state in ("synced", "standby") for f in serving):
+            # Another process writes these roots: this one is not stuck, it is waiting its turn.
+            return Readiness(
+                True,
+                "standby",
+                f"standby: another syncd writes the root; {len(serving)} folder(s) wanted{unknown}",
+            )
+        return Readiness(True, "syncing", f"{synced} of {len(serving)} folder(s) in place{unknown}")

@@ -3,6 +3,7 @@ Kubernetes manifests checked by their linters (no container runtime or cluster r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -43,8 +44,15 @@ def test_kubernetes_manifests_validate(manifest: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _documents(manifest: Path) -> dict[str, list[dict[str, Any]]]:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for document in yaml.safe_load_all(manifest.read_text()):
+        by_kind.setdefault(document["kind"], []).append(document)
+    return by_kind
+
+
 def test_sidecar_shares_the_dataset_volume_with_the_serving_container() -> None:
-    (deployment,) = yaml.safe_load_all((REPO / "config/kubernetes/sidecar.yaml").read_text())
+    (deployment,) = _documents(REPO / "config/kubernetes/sidecar.yaml")["Deployment"]
     containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
     assert set(containers) == {"model-server", "syncd"}
     mounts = {
@@ -54,6 +62,54 @@ def test_sidecar_shares_the_dataset_volume_with_the_serving_container() -> None:
     assert mounts["model-server"]["llm-models"]["readOnly"] is True
     assert "readOnly" not in mounts["syncd"]["llm-models"]  # the writer
     assert mounts["model-server"]["llm-models"]["mountPath"] == "/llm-models"
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda path: path.name)
+def test_each_manifest_applies_on_its_own_and_is_scraped(manifest: Path) -> None:
+    documents = _documents(manifest)
+    (deployment,) = documents["Deployment"]
+    pod = deployment["spec"]["template"]
+    defined = {
+        (kind, document["metadata"]["name"])
+        for kind, found in documents.items()
+        for document in found
+    }
+    for volume in pod["spec"]["volumes"]:
+        if "configMap" in volume:
+            assert ("ConfigMap", volume["configMap"]["name"]) in defined
+        if "secret" in volume:
+            assert ("Secret", volume["secret"]["secretName"]) in defined
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            assert ("PersistentVolumeClaim", claim) in defined
+    (service,) = documents["Service"]
+    labels = pod["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    syncd = next(c for c in pod["spec"]["containers"] if c["name"] == "syncd")
+    ports = {p["name"]: p["containerPort"] for p in syncd["ports"]}
+    assert int(annotations["prometheus.io/port"]) in ports.values()
+    assert service["spec"]["ports"][0]["targetPort"] in ports
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda path: path.name)
+def test_both_manifests_lay_the_volume_out_the_same_way(manifest: Path) -> None:
+    """syncd's root is {volume}/llm-models in both; endpoints read that folder as /llm-models."""
+    documents = _documents(manifest)
+    (config,) = documents["ConfigMap"]
+    settings = yaml.safe_load(config["data"]["syncd.yaml"])
+    (deployment,) = documents["Deployment"]
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    syncd = next(c for c in containers if c["name"] == "syncd")
+    (dataset,) = [m for m in syncd["volumeMounts"] if not m.get("readOnly")]
+    assert dataset["mountPath"] == "/domino/datasets/domino-models-prod"
+    assert settings["targets"][0]["root"] == dataset["mountPath"] + "/llm-models"
+    for container in containers:
+        for mount in container["volumeMounts"]:
+            if mount["name"] == dataset["name"] and container["name"] != "syncd":
+                assert (mount["subPath"], mount["mountPath"]) == ("llm-models", "/llm-models")
 
 
 def test_example_bucket_has_one_spelling() -> None:
@@ -125,3 +181,45 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def test_the_image_health_check_follows_the_configured_port(tmp_path: Path) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as Docker runs it, against a real daemon's
+    /healthz on a port that is not the default."""
+    line = next(line for line in (REPO / "Dockerfile").read_text().splitlines() if "CMD [" in line)
+    command = json.loads(line.split("CMD", 1)[1])
+    port = free_port()
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {"name": "p", "root": str(tmp_path / "r"), "alias": "a", "models": ["m"]}
+                ],
+                "mlflow": {"tracking_uri": f"http://127.0.0.1:{free_port()}"},
+            }
+        )
+    )
+    env = {**os.environ, "SYNCD_HTTP__PORT": str(port), "SYNCD_HTTP__HOST": "127.0.0.1"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: (
+                subprocess.run([sys.executable, *command[1:]], env=env, check=False).returncode == 0
+            ),
+            "the health check passes",
+        )
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=WAIT)
+
+
+def test_the_irsa_policy_can_read_sse_kms_objects() -> None:
+    policy = json.loads((REPO / "config/aws/irsa-read-mlflow-policy.json").read_text())
+    actions = {action for s in policy["Statement"] for action in s["Action"]}
+    assert {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"} <= actions

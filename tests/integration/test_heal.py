@@ -356,6 +356,9 @@ def test_two_daemons_one_root_and_a_killed_writer_taken_over(
         assert scraped(metrics[standby], "syncd_downloaded_bytes_total") == 0.0
         assert scraped(metrics[standby], 'syncd_lock_waits_total{target="prod"}') == 1.0
         assert get(urls[standby] + "/healthz")[0] == 200
+        # a standby is not stuck: it says so instead of "syncing: 0 of 1 in place"
+        code, text = get(urls[standby] + "/readyz")
+        assert (code, text.split(":")[0]) == (200, "standby")
         # the writer dies mid-download of a new version: the standby takes over and finishes
         faults.faults.delay_seconds = 0.02
         second = publish(mlflow_server.url, tmp_path, name, shard_mib=(12, 3))

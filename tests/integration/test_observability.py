@@ -53,6 +53,17 @@ def as_promql(expr: str) -> str:
     return expr.replace("$__rate_interval", "1m").replace('"$target"', '".*"')
 
 
+def test_every_alert_has_a_panel_to_look_at() -> None:
+    """Whoever is paged opens the dashboard: each metric an alert reads is on a panel."""
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    alerted = {name for rule in rules for name in re.findall(r"syncd_\w+", rule["expr"])}
+    shown = " ".join(expr for _, expr in panel_queries())
+    missing = sorted(
+        name for name in alerted if name.removesuffix("_bucket") not in shown and name not in shown
+    )
+    assert not missing, f"no dashboard panel shows {missing}"
+
+
 def test_dashboard_is_importable_json() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
@@ -152,7 +163,15 @@ async def test_prometheus_scrapes_a_daemon_and_every_query_works(
     root = tmp_path / "llm-models"
     settings = make_settings(
         mlflow_server.url,
-        targets=[{"name": "prod", "root": str(root), "alias": "production", "models": [name]}],
+        targets=[
+            {
+                "name": "prod",
+                "root": str(root),
+                "alias": "production",
+                "models": [name],
+                "after_sync": [{"command": ["true"]}],
+            }
+        ],
         s3={"endpoint_url": faults.url},
     )
     async with running(settings) as (daemon, url):
