@@ -340,11 +340,23 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return run_verify(args, settings, LocalStore(_existing_root(args.root)))
 
 
-def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from syncd.publish import publish_model
+_PUBLISH_NEEDS = ("numpy", "pandas")  # what logging a pyfunc pulls in beyond mlflow-skinny
 
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    import importlib.util
+
+    missing = [name for name in _PUBLISH_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SyncdError(
+            "syncd publish logs a pyfunc model, which needs the full MLflow the plain install "
+            "leaves out: pip install \".[demo]\" from a checkout (or 'syncd[demo]'); "
+            f"missing: {', '.join(missing)}"
+        )
     if not settings.mlflow.tracking_uri:
         raise ConfigError("set MLFLOW_TRACKING_URI (or mlflow.tracking_uri in --config)")
+    from syncd.publish import publish_model
+
     published = publish_model(
         settings.mlflow.tracking_uri,
         args.model,

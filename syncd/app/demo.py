@@ -49,6 +49,46 @@ def _check_demo_extra() -> None:
         )
 
 
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Publishing the sample without MLflow's chatter (run links, a progress bar, warnings
+    about pickling and pip inference that say nothing about the demo)."""
+    import contextlib
+    import io
+    import logging
+    import sys
+    import warnings
+
+    quiet = {
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    saved_env = {name: os.environ.get(name) for name in quiet}
+    os.environ.update(quiet)
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    chatter = io.StringIO()
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(chatter),
+            contextlib.redirect_stderr(chatter),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    except BaseException:
+        sys.stderr.write(chatter.getvalue())  # what MLflow said matters when it failed
+        raise
+    finally:
+        logger.setLevel(level)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -68,6 +108,7 @@ def _scratch(workdir: Path | None, keep: bool) -> Iterator[Path]:
             print(f"syncd demo: kept {scratch}", flush=True)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+            print(f"syncd demo: removed {scratch} (--keep keeps it for a look)", flush=True)
 
 
 def run_demo(workdir: Path | None, port: int, once: bool, *, keep: bool = False) -> int:
@@ -109,7 +150,8 @@ def _run(workdir: Path, port: int, once: bool) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
             print(f"  MLflow: {mlflow_server.url}   S3 (moto): {s3_server.url}", flush=True)
             sample = write_sample_model(workdir / "sample-model")
-            published = publish_model(mlflow_server.url, MODEL, sample, alias="production")
+            with _quiet_mlflow():
+                published = publish_model(mlflow_server.url, MODEL, sample, alias="production")
             print(
                 f"  published {MODEL} v{published.version}: binaries on parent run "
                 f"{published.parent_run_id}, pyfunc on nested run {published.child_run_id}, "
@@ -137,11 +179,16 @@ def _run(workdir: Path, port: int, once: bool) -> int:
                 "(Ctrl-C stops everything)",
                 flush=True,
             )
-            asyncio.run(run_service(settings, exit_when_ready=once))
             folder = root / published.parent_run_id
-            if folder.is_dir():
-                files = sorted(p.name for p in folder.iterdir())
-                print(f"  {folder}: {', '.join(files)}", flush=True)
+            shown: list[str] = []
+
+            def in_place(daemon: object) -> None:
+                if folder.is_dir():
+                    shown[:] = sorted(p.name for p in folder.iterdir())
+                    print(f"  in place: {folder}: {', '.join(shown)}", flush=True)
+
+            asyncio.run(run_service(settings, exit_when_ready=once, on_ready=in_place))
+            if shown:
                 return 0
             print(f"  {folder} is not there: see the log above", flush=True)
             return 1

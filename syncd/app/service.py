@@ -7,6 +7,7 @@ import errno
 import logging
 import signal
 import socket
+from collections.abc import Callable
 
 from syncd.app.runtime import open_runtime
 from syncd.app.web import serve
@@ -45,7 +46,12 @@ def check_port_free(host: str, port: int, key: str) -> None:
             raise _port_problem(host, port, exc, key) from exc
 
 
-async def run_service(settings: Settings, *, exit_when_ready: bool = False) -> Daemon:
+async def run_service(
+    settings: Settings,
+    *,
+    exit_when_ready: bool = False,
+    on_ready: Callable[[Daemon], None] | None = None,
+) -> Daemon:
     """Run until SIGTERM/SIGINT (or, with `exit_when_ready`, the first complete pass).
 
     Cancellation reaches every sync in flight; each removes its staging folder on the way
@@ -72,12 +78,23 @@ async def run_service(settings: Settings, *, exit_when_ready: bool = False) -> D
         loop.add_signal_handler(signal.SIGHUP, daemon.wake)
         work = asyncio.create_task(daemon.run(), name="syncd-daemon")
         waits = {work, asyncio.create_task(stop.wait())}
+        announce = None
+        if on_ready is not None:
+            callback = on_ready
+
+            async def ready_then_tell() -> None:
+                await daemon.ready.wait()
+                callback(daemon)
+
+            announce = asyncio.create_task(ready_then_tell())
         if exit_when_ready:
-            waits.add(asyncio.create_task(daemon.ready.wait()))
+            waits.add(announce or asyncio.create_task(daemon.ready.wait()))
         try:
             done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
+            if announce is not None and announce not in done:
+                announce.cancel()
             if work in done:
                 work.result()  # the daemon only ends by failing: surface why
             await asyncio.gather(work, return_exceptions=True)

@@ -189,6 +189,22 @@ def test_plain_install_syncs_and_refuses_the_demo(
     assert demo.returncode == 1
     assert demo.stderr.count("\n") == 1
     assert '.[demo]"' in demo.stderr
+    # publish needs the full MLflow too: one line that says which extra, not a traceback
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    publish_run = subprocess.run(
+        [str(lean_venv.bin / "syncd"), "publish", "--model", name, "--folder", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert publish_run.returncode == 1, publish_run.stderr
+    assert publish_run.stderr.count("\n") == 1, publish_run.stderr
+    assert "syncd publish" in publish_run.stderr
+    assert '.[demo]"' in publish_run.stderr
 
 
 def test_endpoint_side_imports_nothing_heavy(demo_venv: FreshVenv) -> None:

@@ -53,5 +53,12 @@ class FreshVenv:
         return {line.split("==")[0].lower().replace("_", "-") for line in listed.splitlines()}
 
     def size_mb(self) -> float:
-        total = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Space on disk, as `du` counts it (blocks, each hard-linked file once)."""
+        seen: set[int] = set()
+        total = 0
+        for path in self.path.rglob("*"):
+            info = path.lstat()
+            if info.st_ino not in seen:
+                seen.add(info.st_ino)
+                total += info.st_blocks * 512
         return total / 1e6
