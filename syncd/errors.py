@@ -107,7 +107,10 @@ class RetriesExceededError(TransferError):
     """A request kept failing after every retry."""
 
     def __init__(self, what: str, attempts: int, last: BaseException) -> None:
-        super().__init__(f"{what}: failed after {attempts} attempts: {last}")
+        # The last error usually names what it was reading already: say it once.
+        said = str(last)
+        head = said if said.startswith(what) else f"{what}: {said}"
+        super().__init__(f"{head} (failed after {attempts} attempts)")
         self.what = what
         self.attempts = attempts
         self.last = last

@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -265,7 +266,10 @@ async def _sync_locked(
     from tqdm import tqdm
 
     progress = SyncProgress()
-    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, disable=no_progress or None) as bar:
+    with (
+        tqdm(unit="B", unit_scale=True, unit_divisor=1024, disable=no_progress or None) as bar,
+        _logs_above(bar),
+    ):
 
         def advance(count: int) -> None:
             if bar.total != progress.total_bytes:
@@ -287,6 +291,29 @@ async def _sync_locked(
         )
     print(folder)
     return 0
+
+
+@contextmanager
+def _logs_above(bar: Any) -> Iterator[None]:
+    """While a progress bar is drawn, log lines print above it instead of through it."""
+    if bar.disable:
+        yield
+        return
+    root = logging.getLogger()
+    originals = list(root.handlers)
+
+    class AboveTheBar(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            bar.write(self.format(record), file=sys.stderr)
+
+    above = AboveTheBar()
+    if originals:
+        above.setFormatter(originals[0].formatter)
+    root.handlers = [above]
+    try:
+        yield
+    finally:
+        root.handlers = originals
 
 
 def _existing_root(root: Path) -> Path:

@@ -96,6 +96,11 @@ class LocalStore:
 
     def prepare(self) -> None:
         """Create the bookkeeping folders (the lock holder clears staging, see clear_staging)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise LocalStoreError(
+                f"{self.root} is a file, not a folder: give the dataset folder that holds "
+                "the run folders"
+            )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # Quarantine first: symlinks found in the others are moved into it.

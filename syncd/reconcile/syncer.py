@@ -192,6 +192,16 @@ class Syncer:
         _announce(build, progress)
         staging = await asyncio.to_thread(store.resume_staging, run_id)
         resume = store.resume_state(run_id)
+        resumed = await asyncio.to_thread(resume.bytes_on_disk)
+        if resumed:
+            log.info(
+                "%s: resuming an interrupted sync of run %s: %.1f of %.1f MB already on disk "
+                "(re-checked, not fetched again)",
+                build.target,
+                run_id,
+                resumed / 1e6,
+                progress.total_bytes / 1e6,
+            )
         published = interrupted = False
         try:
             await asyncio.to_thread(

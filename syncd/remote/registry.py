@@ -288,4 +288,6 @@ class MlflowRegistry:
         try:
             return await self._read_artifact(uri)
         except SyncdError as exc:
-            raise ResolutionError(model, version, f"cannot read {uri}: {exc}") from exc
+            said = str(exc)
+            reason = said if uri in said else f"cannot read {uri}: {said}"
+            raise ResolutionError(model, version, reason) from exc

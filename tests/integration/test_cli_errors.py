@@ -179,3 +179,37 @@ def test_config_errors_name_the_key_and_its_source(tmp_path: Path) -> None:
     good = config(tmp_path, "targets: [{name: p, root: /tmp/x, alias: a, models: [m]}]\n")
     line = one_line(syncd("run", "--config", str(good), SYNCD_POLL_INTERVAL="abc"), 2)
     assert "environment variable SYNCD_POLL_INTERVAL: poll_interval: not a duration" in line
+
+
+def test_a_root_that_is_a_file_and_s3_down_in_plain_words(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    name = unique_name()
+    publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "MLFLOW_S3_ENDPOINT_URL": os.environ["MLFLOW_S3_ENDPOINT_URL"],
+    }
+    plain = tmp_path / "llm-models"
+    plain.write_text("not a folder")
+    result = syncd("sync", "--model", name, "--alias", "production", "--root", str(plain), **env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after the line that says what resolved
+    assert line == (
+        f"syncd: {plain} is a file, not a folder: give the dataset folder that holds the run "
+        "folders"
+    )
+    assert plain.read_text() == "not a folder"
+    dead = f"http://127.0.0.1:{free_port()}"
+    line = one_line(
+        syncd(
+            "sync",
+            *("--model", name, "--alias", "production", "--root", str(tmp_path / "r")),
+            **{**env, "MLFLOW_S3_ENDPOINT_URL": dead, "SYNCD_S3__MAX_ATTEMPTS": "2"},
+        ),
+        1,
+    )
+    assert line.count("s3://") == 1, line  # the object named once, not three times
+    assert "model_context.json" in line
+    assert "(failed after 2 attempts)" in line

@@ -437,4 +437,6 @@ def test_a_killed_sync_resumes_without_refetching_finished_parts(
     manifest = manifest_of(root, published.parent_run_id)
     assert {e.verified_by for e in manifest.files if e.path == shard} == {"crc32-composite"}
     assert not parts.exists()
+    # and it said so, instead of a progress count starting from nothing
+    assert "resuming an interrupted sync of run" in (tmp_path / "second.log").read_text()
     assert list((root / ".syncd" / "staging").iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from mlflow import MlflowClient
 from syncd.app.cli import main
 from syncd.core.manifest import Manifest
 from tests.conftest import BUCKET
+from tests.support.cli import clean_env, sync_command
+from tests.support.daemon import WAIT
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
 
@@ -340,3 +343,40 @@ def test_status_lists_managed_and_foreign_folders(
     assert rows[published.parent_run_id]["managed"] is True
     assert rows[published.parent_run_id]["damaged"] == []
     assert rows["f" * 32]["managed"] is False
+
+
+def test_log_lines_print_above_the_progress_bar(mlflow_server: Any, tmp_path: Path) -> None:
+    """On a terminal (a real pty), the bar is drawn; a log line never lands on its frame."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    name = unique_name("bar")
+    publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(6,))
+    leader, follower = pty.openpty()
+    # a terminal of a real size: tqdm draws nothing on one 0 columns wide
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
+    command = [c for c in sync_command(name, tmp_path / "llm-models") if c != "--no-progress"]
+    process = subprocess.Popen(command, env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the pty closes when the process ends
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=WAIT) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "B/s" in text, text  # the bar was drawn
+    logged = [line for line in text.splitlines() if " INFO syncd." in line]
+    assert logged
+    for line in logged:
+        visible = line.rsplit("\r", 1)[-1]  # what the terminal shows once the line is done
+        assert re.match(r"\d{4}-\d\d-\d\d ", visible), repr(line)
