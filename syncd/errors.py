@@ -15,10 +15,12 @@ __all__ = [
     "RetriesExceededError",
     "RetryableError",
     "SourceError",
+    "SourceMissingError",
     "SyncdError",
     "TransferError",
     "UnsafeKeyError",
     "WebhookRejectedError",
+    "is_terminal",
     "primary_error",
 ]
 
@@ -56,6 +58,10 @@ class ResolutionError(RegistryError):
 
 class SourceError(SyncdError):
     """The artifact source cannot be listed or is not usable (empty, unsupported scheme)."""
+
+
+class SourceMissingError(SourceError):
+    """The source is gone or refused (404, 403, an empty listing): no retry can change it."""
 
 
 class UnsafeKeyError(SourceError):
@@ -130,6 +136,12 @@ class WebhookRejectedError(SyncdError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"webhook refused: {reason}")
         self.reason = reason
+
+
+def is_terminal(error: BaseException) -> bool:
+    """A failure no retry can change until the desired state does (or an operator asks
+    again): an unsafe key, a source that is gone or refused."""
+    return isinstance(error, UnsafeKeyError | SourceMissingError)
 
 
 def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

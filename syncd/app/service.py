@@ -75,7 +75,7 @@ async def run_service(
             log.info("serving on http://%s:%d/", settings.http.host, settings.http.port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, daemon.wake)
+        loop.add_signal_handler(signal.SIGHUP, daemon.hangup)
         work = asyncio.create_task(daemon.run(), name="syncd-daemon")
         waits = {work, asyncio.create_task(stop.wait())}
         announce = None

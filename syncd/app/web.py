@@ -75,6 +75,8 @@ def _folder_row(folder: dict[str, Any], now: float) -> str:
         )
     elif state == "failed":
         detail = _short_error(folder["error"] or "")
+        if folder.get("terminal"):
+            detail += ' <span class="muted">not retried until the pointer moves (or SIGHUP)</span>'
     elif state == "synced":
         detail = f"checked {_ago(folder['updated_at'], now)}"
         if folder.get("alias_to_ready_seconds") is not None:

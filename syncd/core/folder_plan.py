@@ -66,6 +66,24 @@ class FolderPlan:
         )
 
 
+def fetch_instead(
+    plan: FolderPlan, vanished: set[str], listing: Iterable[RemoteObject]
+) -> FolderPlan:
+    """The plan once files it meant to keep or patch vanished before they were linked (a
+    folder deleted mid-repair): those are fetched whole instead."""
+    if not vanished:
+        return plan
+    objects = {obj.path: obj for obj in listing}
+    gone = [objects[path] for path in sorted(vanished) if path in objects]
+    return replace(
+        plan,
+        reuse={p: e for p, e in plan.reuse.items() if p not in vanished},
+        patch={p: x for p, x in plan.patch.items() if p not in vanished},
+        fetch=tuple(sorted((*plan.fetch, *gone), key=lambda obj: obj.path)),
+        heal={**plan.heal, **{obj.path: "missing_file" for obj in gone}},
+    )
+
+
 def merge_suspicion(first: Suspicion, second: Suspicion) -> dict[str, tuple[Span, ...] | None]:
     """Both findings at once: a file distrusted whole by either stays so; ranges add up."""
     merged: dict[str, tuple[Span, ...] | None] = dict(first)

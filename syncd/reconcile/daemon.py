@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from syncd.core.desired import RegisteredModel, matches, missing_names
 from syncd.core.manifest import WantedBy
-from syncd.errors import SyncdError
+from syncd.errors import SyncdError, is_terminal
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.local.watch import RootWatcher
@@ -97,7 +97,15 @@ class Daemon:
         return self.status.readiness(self.ready.is_set())
 
     def wake(self) -> None:
-        """Ask for a registry poll now (SIGHUP, a webhook that names no model)."""
+        """Ask for a registry poll now (a webhook that names no model)."""
+        self._wake.set()
+
+    def hangup(self) -> None:
+        """SIGHUP: an operator asks again: poll now, and retry every failed folder at once,
+        terminal ones included."""
+        retried = self._queue.retry_now()
+        if retried:
+            log.info("SIGHUP: retrying %d failed folder(s) now", len(retried))
         self._wake.set()
 
     def webhook_received(self, description: str, model: str | None = None) -> None:
@@ -320,6 +328,7 @@ class Daemon:
                 if self._last_poll is not None and desired.role == "serving":
                     fresh.moved_at = self._moved_at(updated.get(desired.model))
                 self.status.folders[key] = fresh
+                self._queue.forget(key)  # a new desired state: a fresh start, backoff and all
                 changed.append(key)
             elif status is not None and status.state == "failed" and self._writes(key):
                 self._queue.add(key)  # a poll is a good moment to try a failing key again
@@ -500,7 +509,12 @@ class Daemon:
                 log.exception("%s: unexpected error syncing run %s", key.target, key.run_id)
                 error = f"internal error: {type(exc).__name__}: {exc}"
             self.metrics.sync_duration.labels(target=key.target).observe(time.monotonic() - started)
-            self.status.failed(key, desired, error, self._queue.add_rate_limited(key))
+            if is_terminal(exc):
+                # No retry can change this: parked until the pointer moves or SIGHUP.
+                self._queue.park(key)
+                self.status.failed(key, desired, error, None)
+            else:
+                self.status.failed(key, desired, error, self._queue.add_rate_limited(key))
             return
         seconds = time.monotonic() - started
         if outcome.result == "synced":

@@ -32,6 +32,9 @@ class WorkQueue:
 
     A key added while it is being worked on is marked dirty and queued again when that work
     ends, so a trigger that arrives mid-sync is never lost (client-go's workqueue semantics).
+    A key waiting out its backoff, or parked as terminal, is not queued by a trigger: only
+    its timer, `forget` (the desired state changed) or `retry_now` (an operator asked)
+    bring it back, so a poll or sweep every few seconds never defeats the backoff.
     """
 
     def __init__(self) -> None:
@@ -41,11 +44,15 @@ class WorkQueue:
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
         self._delayed: dict[Key, asyncio.TimerHandle] = {}
+        self._terminal: set[Key] = set()
 
     def add(self, key: Key) -> None:
-        timer = self._delayed.pop(key, None)
-        if timer is not None:
-            timer.cancel()  # queued now: the later retry is no longer needed
+        """Queue a key, unless it is waiting out a backoff or parked as terminal."""
+        if key in self._delayed or key in self._terminal:
+            return
+        self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -65,15 +72,32 @@ class WorkQueue:
         self._delayed.pop(key, None)
         self.add(key)
 
-    def forget(self, key: Key) -> None:
-        """The key succeeded (or is no longer wanted): its next failure starts a new backoff."""
-        self._failures.pop(key, None)
+    def park(self, key: Key) -> None:
+        """A terminal failure: not queued again until `forget` or `retry_now`."""
+        self._terminal.add(key)
         timer = self._delayed.pop(key, None)
         if timer is not None:
             timer.cancel()
 
-    def failures(self, key: Key) -> int:
-        return self._failures.get(key, 0)
+    def is_parked(self, key: Key) -> bool:
+        return key in self._terminal
+
+    def forget(self, key: Key) -> None:
+        """The key succeeded, or its desired state changed, or it is no longer wanted: its
+        next failure starts a new backoff, and a terminal mark is lifted."""
+        self._failures.pop(key, None)
+        self._terminal.discard(key)
+        timer = self._delayed.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def retry_now(self) -> list[Key]:
+        """An operator asked (SIGHUP): every key in backoff or parked is queued at once."""
+        keys = sorted({*self._delayed, *self._terminal})
+        for key in keys:
+            self.forget(key)
+            self._enqueue(key)
+        return keys
 
     def is_active(self, key: Key) -> bool:
         return key in self._active
@@ -88,7 +112,7 @@ class WorkQueue:
         self._active.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
-            self.add(key)
+            self.add(key)  # a trigger mid-sync: unless that sync failed and now waits
         self._queue.task_done()
 
     async def join(self) -> None:

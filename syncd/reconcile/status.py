@@ -44,6 +44,7 @@ class FolderStatus:
     moved_at: float | None = None
     alias_to_ready_seconds: float | None = None
     hooks: list[dict[str, Any]] = field(default_factory=list)  # the last after-sync results
+    terminal: bool = False  # failed in a way no retry changes (until the pointer moves)
 
     def as_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -59,6 +60,7 @@ class FolderStatus:
             "last_result": self.last_result,
             "alias_to_ready_seconds": self.alias_to_ready_seconds,
             "hooks": self.hooks,
+            "terminal": self.terminal,
         }
         if self.progress is not None and self.state == "syncing":
             elapsed = max(time.monotonic() - self.progress.started, 1e-6)
@@ -192,6 +194,7 @@ class StatusBoard:
         """The folder is complete and verified (`outcome` None: found so by a local check)."""
         status = self.folders[key]
         status.state, status.error, status.updated_at = "synced", None, time.time()
+        status.terminal = False
         if outcome is not None:
             status.last_result = outcome.result
             self._count(key, wanted, outcome)
@@ -239,19 +242,27 @@ class StatusBoard:
                 outcome.seconds,
             )
 
-    def failed(self, key: Key, wanted: DesiredModel, error: str, retry_in: float) -> None:
+    def failed(self, key: Key, wanted: DesiredModel, error: str, retry_in: float | None) -> None:
+        """A sync failed; `retry_in` None: terminal, not retried until the pointer moves or an
+        operator asks (SIGHUP). Logged once per attempt, and attempts follow the backoff."""
         self.metrics.syncs.labels(target=key.target, result="error").inc()
         status = self.folders[key]
         status.state, status.error, status.updated_at = "failed", error, time.time()
         status.last_result = "error"
+        status.terminal = retry_in is None
         self.event("error", key.target, f"{wanted.model} v{wanted.ref.version} failed: {error}")
+        when = (
+            "not retried until the pointer moves or SIGHUP"
+            if retry_in is None
+            else f"retrying in {retry_in:.0f}s"
+        )
         log.error(
-            "%s: %s v%s run %s failed (retrying in %.0fs): %s",
+            "%s: %s v%s run %s failed (%s): %s",
             key.target,
             wanted.model,
             wanted.ref.version,
             key.run_id,
-            retry_in,
+            when,
             error,
         )
 

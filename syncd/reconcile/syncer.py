@@ -17,6 +17,7 @@ from syncd.core.folder_plan import (
     FolderPlan,
     Patch,
     Suspicion,
+    fetch_instead,
     merge_suspicion,
     plan_folder,
     worth_range_check,
@@ -26,7 +27,7 @@ from syncd.core.manifest import FileEntry, Manifest, RemoteObject, Span, WantedB
 from syncd.errors import (
     ChecksumMismatchError,
     LocalStoreError,
-    SourceError,
+    SourceMissingError,
     UnsafeKeyError,
     primary_error,
 )
@@ -121,7 +122,7 @@ class Syncer:
         location = self._sources.locate(desired.source_uri)
         listing = await self._sources.list_objects(location)
         if not listing:
-            raise SourceError(
+            raise SourceMissingError(
                 f"{desired.model} v{desired.ref.version}: nothing under {location.uri} "
                 f"(run {desired.run_id}, found by {desired.basis.replace('_', ' ')}); "
                 "were the binaries logged to that run under this artifact path?"
@@ -204,9 +205,20 @@ class Syncer:
             )
         published = interrupted = False
         try:
-            await asyncio.to_thread(
+            vanished = await asyncio.to_thread(
                 _prepare_staging, staging, store.run_dir(run_id), build.listing, plan
             )
+            if vanished:
+                log.warning(
+                    "%s: %s vanished while run %s was being rebuilt: fetching instead",
+                    build.target,
+                    ", ".join(sorted(vanished)),
+                    run_id,
+                )
+                plan = fetch_instead(plan, vanished, build.listing)
+                build = replace(build, plan=plan)
+                progress.total_files = len(plan.fetch) + len(plan.patch)
+                progress.total_bytes = plan.fetch_bytes
             entries = await self._transfer(build, staging, resume, progress)
             new_manifest = Manifest(
                 run_id=run_id,
@@ -369,21 +381,27 @@ def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy
 
 def _prepare_staging(
     staging: Path, folder: Path, listing: list[RemoteObject], plan: FolderPlan
-) -> None:
+) -> set[str]:
     """Staging holds the listing's files only: kept files linked from the published folder,
-    files to patch copied from it (the published ones stay untouched until the swap)."""
+    files to patch copied from it (the published ones stay untouched until the swap).
+
+    Returns the files that vanished from the published folder since the plan was made (a
+    folder deleted mid-repair): the caller fetches those instead."""
     # A build interrupted earlier may hold files the source no longer has: never publish those.
     _prune(staging, {obj.path for obj in listing})
-    for path in plan.reuse:
+    vanished = set()
+    for path in [*plan.reuse, *plan.patch]:
         destination = staging / path
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.unlink(missing_ok=True)
-        os.link(folder / path, destination)
-    for path in plan.patch:
-        destination = staging / path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.unlink(missing_ok=True)
-        _copy_file(folder / path, destination)
+        try:
+            if path in plan.reuse:
+                os.link(folder / path, destination)
+            else:
+                _copy_file(folder / path, destination)
+        except FileNotFoundError:
+            vanished.add(path)
+    return vanished
 
 
 def _copy_file(source: Path, destination: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from syncd.errors import ObjectChangedError, RetryableError, SourceError
+from syncd.errors import ObjectChangedError, RetryableError, SourceError, SourceMissingError
 
 __all__ = ["describe_failure", "host_of", "status_error"]
 
@@ -103,7 +103,7 @@ def status_error(status: int, code: str, what: str) -> Exception:
     if status >= 500 or code in _RETRYABLE_CODES:
         return RetryableError(f"{what}: {label}", "server_error")
     if status == 404 or code in _NOT_FOUND_CODES:
-        return SourceError(f"{what}: not found")
+        return SourceMissingError(f"{what}: not found")
     if status == 403 or code in _DENIED_CODES:
-        return SourceError(f"{what}: access denied ({label})")
+        return SourceMissingError(f"{what}: access denied ({label})")
     return SourceError(f"{what}: HTTP {status} {label}")

@@ -1,0 +1,38 @@
+"""A kept file that vanishes between the plan and its hard link is fetched instead (found by
+the chaos run: a folder deleted while its repair was being staged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syncd.core.folder_plan import FolderPlan, fetch_instead
+from syncd.core.manifest import FileEntry, RemoteObject
+from syncd.reconcile.syncer import _prepare_staging
+
+
+def entry(path: str, size: int) -> FileEntry:
+    return FileEntry(path=path, size=size, etag="e", verified_by="md5")
+
+
+def test_staging_reports_kept_files_that_vanished(tmp_path: Path) -> None:
+    folder, staging = tmp_path / "run", tmp_path / "staging"
+    folder.mkdir()
+    staging.mkdir()
+    (folder / "kept.bin").write_bytes(b"k" * 10)
+    listing = [RemoteObject("kept.bin", 10, "e"), RemoteObject("gone.bin", 5, "e")]
+    plan = FolderPlan(
+        False, reuse={"kept.bin": entry("kept.bin", 10), "gone.bin": entry("gone.bin", 5)}
+    )
+    vanished = _prepare_staging(staging, folder, listing, plan)
+    assert vanished == {"gone.bin"}
+    assert (staging / "kept.bin").stat().st_ino == (folder / "kept.bin").stat().st_ino
+    replanned = fetch_instead(plan, vanished, listing)
+    assert set(replanned.reuse) == {"kept.bin"}
+    assert [obj.path for obj in replanned.fetch] == ["gone.bin"]
+    assert replanned.heal == {"gone.bin": "missing_file"}
+    assert replanned.fetch_bytes == 5
+
+
+def test_nothing_vanished_leaves_the_plan_as_it_was() -> None:
+    plan = FolderPlan(False, reuse={"a": entry("a", 1)})
+    assert fetch_instead(plan, set(), [RemoteObject("a", 1, "e")]) is plan
