@@ -228,6 +228,8 @@ class S3Settings(_Strict):
     # speaks), aiobotocore reads them too.
     threaded_reads: bool = True
     ca_bundle: str | None = None  # AWS_CA_BUNDLE: TLS roots for a private S3 endpoint
+    # False: TLS certificates are not checked (S3_VERIFY_SSL=0, KServe's variable).
+    verify_ssl: bool = True
 
     @field_validator("artifacts_destination")
     @classmethod
@@ -368,9 +370,16 @@ def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
         if environ.get(variable):
             mlflow[key] = environ[variable]
     s3: dict[str, Any] = {}
-    endpoint = environ.get("MLFLOW_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_S3")
+    endpoint = (
+        environ.get("MLFLOW_S3_ENDPOINT_URL")
+        or environ.get("AWS_ENDPOINT_URL_S3")
+        or environ.get("AWS_ENDPOINT_URL")
+        or _kserve_endpoint(environ)
+    )
     if endpoint:
         s3["endpoint_url"] = endpoint
+    if environ.get("S3_VERIFY_SSL", "").strip().lower() in ("0", "false", "no"):
+        s3["verify_ssl"] = False
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
     if region:
         s3["region"] = region
@@ -389,6 +398,18 @@ def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
         if environ.get(variable):
             domino[key] = environ[variable]
     return {"mlflow": mlflow, "s3": s3, "domino": domino}
+
+
+def _kserve_endpoint(environ: dict[str, str]) -> str | None:
+    """KServe's S3 secret annotations become `S3_ENDPOINT` (host[:port], no scheme) and
+    `S3_USE_HTTPS` ("0" for plain HTTP) in a storage initializer's environment."""
+    host = environ.get("S3_ENDPOINT", "").strip()
+    if not host:
+        return None
+    if "://" in host:
+        return host
+    plain = environ.get("S3_USE_HTTPS", "1").strip().lower() in ("0", "false", "no")
+    return f"{'http' if plain else 'https'}://{host}"
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -160,6 +160,19 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--experiment", help="MLflow experiment name")
     publish.add_argument("--config", type=Path, help="YAML config file (mlflow.tracking_uri)")
 
+    fetch = commands.add_parser(
+        "fetch",
+        help="KServe's storage initializer: models:/ URIs into folders, verified",
+        description="Download each models:/NAME@ALIAS, models:/NAME/VERSION or "
+        "models:/NAME/STAGE into its DEST_PATH: the files syncd sync would publish, verified, "
+        "straight into the folder (bookkeeping in DEST/.syncd/, so a re-run resumes).",
+    )
+    fetch.add_argument("pairs", nargs="*", metavar="SOURCE_URI DEST_PATH", help="one or more pairs")
+    fetch.add_argument(
+        "--artifact-path", default="model", help="subpath of the parent run's artifacts"
+    )
+    fetch.add_argument("--config", type=Path, help="YAML config file (s3, mlflow, resolution)")
+
     demo = commands.add_parser("demo", help="embedded MLflow + S3 + a sample model + the daemon")
     demo.add_argument(
         "--port",
@@ -403,7 +416,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; expected failures end in one line on stderr and a non-zero exit."""
     args = _parser().parse_args(argv)
-    if args.command in ("run", "sync"):
+    if args.command in ("run", "sync", "fetch"):
         gc.disable()  # until its imports are done (runtime.imports_done)
     try:
         settings = load_settings(getattr(args, "config", None))
@@ -427,6 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args, settings)
         if args.command == "publish":
             return _publish(args, settings)
+        if args.command == "fetch":
+            from syncd.app.fetch_command import run_fetch
+
+            return run_fetch(settings, args.pairs, args.artifact_path)
         if args.command == "demo":
             from syncd.app.demo import run_demo
 

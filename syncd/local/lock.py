@@ -57,8 +57,13 @@ class RootLock:
             "purpose": purpose,
             "since": time.time(),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError:
+            # Who holds it is for people reading `holder()`; the flock is what excludes, and
+            # a full disk must be reported by the sync that needs the space, in its words.
+            pass
         self._fd = fd
         return True
 

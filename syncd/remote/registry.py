@@ -211,6 +211,18 @@ class MlflowRegistry:
             raise ResolutionError(model, None, f"no alias {alias!r} (aliases: {known})")
         return ModelVersionRef(model, registered.aliases[alias], f"alias {alias}")
 
+    async def stage_ref(self, model: str, stage: str) -> ModelVersionRef:
+        """The newest version in a stage (MLflow's `models:/NAME/STAGE`), or a clear error."""
+        registered = await self.get_model(model)
+        if registered is None:
+            raise ResolutionError(model, None, f"no registered model named {model!r}")
+        stages = {name.lower(): (name, v) for name, v in registered.stages.items()}
+        if stage.lower() not in stages:
+            known = ", ".join(sorted(registered.stages)) or "none"
+            raise ResolutionError(model, None, f"no version in stage {stage!r} (stages: {known})")
+        name, version = stages[stage.lower()]
+        return ModelVersionRef(model, version, f"stage {name}")
+
     # ---- resolution ----------------------------------------------------------------------------
 
     async def resolve(

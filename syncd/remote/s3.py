@@ -117,8 +117,15 @@ class S3ObjectStore:
         )
         session = get_session()
         region = settings.region or "us-east-1"
+        # TLS: the configured roots (s3.ca_bundle / AWS_CA_BUNDLE), or no check at all where the
+        # operator said so (S3_VERIFY_SSL=0, as KServe injects for a self-signed MinIO).
+        verify: str | bool | None = settings.ca_bundle or (None if settings.verify_ssl else False)
         async with session.create_client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=region, config=config
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=region,
+            config=config,
+            verify=verify,
         ) as client:
             yield cls(client, UrlSigner(client, session, region))
 

@@ -86,10 +86,17 @@ class _ThreadState:
 class BlockingRangeReader:
     """Reads byte ranges into a file from threads, one keep-alive connection per thread/host."""
 
-    def __init__(self, chunk_size: int, timeout: float, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        chunk_size: int,
+        timeout: float,
+        ca_bundle: str | None = None,
+        verify_ssl: bool = True,
+    ) -> None:
         self._chunk_size = chunk_size
         self._timeout = timeout
         self._ca_bundle = ca_bundle
+        self._verify_ssl = verify_ssl
         self._ssl: ssl.SSLContext | None = None
         self._local = threading.local()
 
@@ -104,6 +111,9 @@ class BlockingRangeReader:
         if scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context(cafile=self._ca_bundle)
+                if not self._verify_ssl:
+                    self._ssl.check_hostname = False
+                    self._ssl.verify_mode = ssl.CERT_NONE
             return http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._ssl)
         return http.client.HTTPConnection(netloc, timeout=self._timeout)
 

@@ -286,7 +286,9 @@ class Downloader:
         # Each pump thread holds one request for the whole range, so there are as many as
         # requests may be in flight.
         self._reader = (
-            BlockingRangeReader(settings.chunk_size, _READ_TIMEOUT, settings.ca_bundle)
+            BlockingRangeReader(
+                settings.chunk_size, _READ_TIMEOUT, settings.ca_bundle, settings.verify_ssl
+            )
             if settings.threaded_reads
             else None
         )

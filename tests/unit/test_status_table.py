@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.errors import ObjectChangedError, RetryableError, SourceError
+from syncd.errors import ObjectChangedError, RetryableError, SourceError, SourceMissingError
 from syncd.remote.failure import status_error
 
 
@@ -20,10 +20,10 @@ from syncd.remote.failure import status_error
         (400, "RequestTimeout", RetryableError, "server_error"),
         (500, "InternalError", RetryableError, "server_error"),
         (502, "", RetryableError, "server_error"),
-        (404, "NoSuchKey", SourceError, None),
-        (404, "", SourceError, None),
-        (403, "AccessDenied", SourceError, None),
-        (403, "SignatureDoesNotMatch", SourceError, None),
+        (404, "NoSuchKey", SourceMissingError, None),
+        (404, "", SourceMissingError, None),
+        (403, "AccessDenied", SourceMissingError, None),
+        (403, "SignatureDoesNotMatch", SourceMissingError, None),
         (400, "InvalidArgument", SourceError, None),
     ],
 )

@@ -1,0 +1,107 @@
+"""`syncd fetch URI DEST [URI DEST ...]`: KServe's storage-initializer contract.
+
+KServe runs a `ClusterStorageContainer`'s image with positional `SOURCE_URI DEST_PATH` pairs
+and the S3 credentials of the service account's secret in the environment; exit 0 is
+success, anything else becomes `ModelLoadFailed` with the log's tail as the message (kserve
+`pkg/webhook/admission/pod/storage_initializer_injector.go`). Each `models:/` URI is resolved
+by the same rules as `syncd sync` (the version's parent run) and its files downloaded by the
+same engine, verified by the same checks, straight into DEST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from syncd.core.model_uri import ModelUri, parse_model_uri
+from syncd.errors import LocalStoreError, SyncdError
+from syncd.local.flat import FlatStore
+from syncd.local.lock import RootLock, take_root
+from syncd.settings import Settings
+
+__all__ = ["pairs", "run_fetch"]
+
+_LOCK_WAIT = 600.0  # a second init container on the same node-local folder finishes first
+
+
+def pairs(arguments: list[str]) -> list[tuple[ModelUri, Path]]:
+    """`URI DEST` pairs from argv, each URI parsed and each DEST named once."""
+    if not arguments or len(arguments) % 2:
+        raise SyncdError(
+            "syncd fetch takes SOURCE_URI DEST_PATH pairs "
+            f"(got {len(arguments)} argument{'s' if len(arguments) != 1 else ''})"
+        )
+    found = [
+        (parse_model_uri(uri), Path(dest))
+        for uri, dest in zip(arguments[::2], arguments[1::2], strict=True)
+    ]
+    dests = [dest.resolve() for _, dest in found]
+    if len(set(dests)) != len(dests):
+        raise SyncdError("each DEST_PATH may receive one model only")
+    return found
+
+
+def run_fetch(settings: Settings, arguments: list[str], artifact_path: str) -> int:
+    """Fetch every pair in turn; the first failure ends the command (exit 1, one line)."""
+    from syncd.app.runtime import require_registry
+
+    wanted = pairs(arguments)
+    require_registry(settings)
+    return asyncio.run(_fetch_all(settings, wanted, artifact_path))
+
+
+async def _fetch_all(
+    settings: Settings, wanted: list[tuple[ModelUri, Path]], artifact_path: str
+) -> int:
+    from syncd.app.runtime import open_runtime
+
+    async with open_runtime(settings) as runtime:
+        registry = runtime.registry
+        for uri, dest in wanted:
+            if uri.kind == "alias":
+                ref = await registry.alias_ref(uri.name, uri.value)
+            elif uri.kind == "stage":
+                ref = await registry.stage_ref(uri.name, uri.value)
+            else:
+                ref = await registry.version_ref(uri.name, uri.value)
+            desired = await registry.resolve(ref, artifact_path)
+            print(
+                f"{uri} -> v{ref.version} -> run {desired.run_id} from {desired.source_uri}",
+                file=sys.stderr,
+            )
+            store = FlatStore(dest)
+            await asyncio.to_thread(store.prepare)
+            lock = await _lock(store)
+            try:
+                outcome = await runtime.syncer.ensure(store, "fetch", desired)
+                removed = await asyncio.to_thread(store.drop_others, outcome.manifest)
+            finally:
+                lock.release()
+            checks = sorted({entry.verified_by for entry in outcome.manifest.files})
+            if outcome.result == "noop":
+                print(
+                    f"{dest}: {len(outcome.manifest.files)} files of {uri} already in place "
+                    "and verified; nothing downloaded",
+                    file=sys.stderr,
+                )
+                continue
+            print(
+                f"{dest}: {len(outcome.manifest.files)} files of {uri} in place "
+                f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept"
+                + (f", {len(removed)} of another version removed" if removed else "")
+                + f"; verified by {', '.join(checks)})",
+                file=sys.stderr,
+            )
+    return 0
+
+
+async def _lock(store: FlatStore) -> RootLock:
+    lock = RootLock(store.root)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _LOCK_WAIT
+    while not await asyncio.to_thread(take_root, store, lock, "syncd fetch"):
+        if loop.time() > deadline:
+            raise LocalStoreError(f"{store.root} is being written by {lock.holder()}")
+        await asyncio.sleep(1.0)
+    return lock

@@ -1,0 +1,64 @@
+"""A destination folder that holds one run's files directly (`syncd fetch`, KServe).
+
+KServe's storage initializer contract: the model server reads `/mnt/models` itself, an
+emptyDir mount point, so the files go straight into it (a mount point cannot be renamed
+over). syncd's bookkeeping (manifest, staging, resumable parts, the lock) stays in its
+`.syncd/` dot-folder, which model servers ignore, so a re-run downloads nothing when the
+folder is complete and only the rest when it is half done. The model server starts only
+once the init container has exited 0, so files moved in one by one are never seen partial.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from syncd.core.manifest import Manifest
+from syncd.errors import LocalStoreError
+from syncd.local.store import LocalStore
+
+__all__ = ["FlatStore"]
+
+
+class FlatStore(LocalStore):
+    """`LocalStore` whose run folder is the destination itself."""
+
+    def __init__(self, dest: Path) -> None:
+        super().__init__(dest)
+        self.dest = dest
+
+    def run_dir(self, run_id: str) -> Path:
+        super().run_dir(run_id)  # the run id is still checked before it names anything
+        return self.dest
+
+    def foreign_folders(self) -> list[str]:
+        return []
+
+    def publish(self, staging: Path, run_id: str, *, owned: bool) -> None:
+        """Move the built files into the destination, each replacing what was there."""
+        for path in sorted(staging.rglob("*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            target = self.dest / path.relative_to(staging)
+            self.real_dir(target.parent)
+            if target.is_symlink() or target.is_dir():
+                raise LocalStoreError(f"{target} is not a plain file: not replacing it")
+            os.replace(path, target)
+        self.discard(staging)
+
+    def drop_others(self, keep: Manifest) -> list[str]:
+        """Files an earlier fetch of another version left that `keep` does not have: removed,
+        with that version's manifest (they are syncd's own: a manifest lists them)."""
+        wanted = {entry.path for entry in keep.files}
+        removed = []
+        for manifest in self.manifests_on_disk():
+            if manifest.run_id == keep.run_id:
+                continue
+            for entry in manifest.files:
+                if entry.path not in wanted:
+                    path = self.dest / entry.path
+                    if path.is_file() and not path.is_symlink():
+                        path.unlink()
+                        removed.append(entry.path)
+            self.manifest_path(manifest.run_id).unlink(missing_ok=True)
+        return removed
