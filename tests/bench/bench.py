@@ -186,7 +186,7 @@ def table(title: str, rows: list[Row], total_bytes: int) -> str:
     head = (
         "| tool | verifies | seconds | MB/s | "
         + " | ".join(f"{s} vs it" for s in syncd)
-        + " | CPU s | of it user | peak RSS MB |"
+        + " | CPU s | of it user | CPU s/GiB | peak RSS MB |"
     )
     lines = [f"### {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
@@ -197,33 +197,61 @@ def table(title: str, rows: list[Row], total_bytes: int) -> str:
         lines.append(
             f"| {row.tool} | {row.verified} | {row.seconds:.2f} | "
             f"{total_bytes / row.seconds / 1e6:.0f} | {ratios} | "
-            f"{row.cpu:.1f} | {row.user:.1f} | {row.rss:.0f} |"
+            f"{row.cpu:.1f} | {row.user:.1f} | {row.cpu / (total_bytes / (1 << 30)):.2f} | "
+            f"{row.rss:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def self_signed(work: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and localhost) and its key, made with openssl."""
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 def start_rclone(
-    bins: dict[str, str], backing: Path, log: Path
+    bins: dict[str, str], backing: Path, log: Path, tls: tuple[Path, Path] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            bins["rclone"],
-            "serve",
-            "s3",
-            str(backing),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            f"{KEY},{SECRET}",
-            "--dir-cache-time",
-            "1000h",
-            "--force-path-style=true",
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    command = [
+        bins["rclone"],
+        "serve",
+        "s3",
+        str(backing),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--auth-key",
+        f"{KEY},{SECRET}",
+        "--dir-cache-time",
+        "1000h",
+        "--force-path-style=true",
+    ]
+    if tls is not None:
+        command += ["--cert", str(tls[0]), "--key", str(tls[1])]
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     for _ in range(200):
         try:
             s3_client(endpoint).list_buckets()
@@ -234,11 +262,19 @@ def start_rclone(
 
 
 @contextmanager
-def world(bins: dict[str, str], work: Path) -> Iterator[tuple[str, str, Any]]:
-    """rclone serve s3 and an MLflow server on it: (S3 endpoint, tracking URI, S3 client)."""
+def world(bins: dict[str, str], work: Path, tls: bool = False) -> Iterator[tuple[str, str, Any]]:
+    """rclone serve s3 and an MLflow server on it: (S3 endpoint, tracking URI, S3 client).
+
+    `tls`: rclone serves HTTPS with a self-signed certificate, which every client is given
+    through AWS_CA_BUNDLE (real S3 is HTTPS: the TLS rows show what encryption costs each)."""
     backing = work / "rclone"
     backing.mkdir()
-    process, endpoint = start_rclone(bins, backing, work / "rclone.log")
+    certificate = self_signed(work) if tls else None
+    if certificate is not None:
+        os.environ["AWS_CA_BUNDLE"] = str(certificate[0])
+    else:
+        os.environ.pop("AWS_CA_BUNDLE", None)
+    process, endpoint = start_rclone(bins, backing, work / "rclone.log", certificate)
     s3 = s3_client(endpoint)
     s3.create_bucket(Bucket=BUCKET)
     os.environ["MLFLOW_S3_ENDPOINT_URL"] = endpoint
@@ -260,14 +296,17 @@ def transfer_workload(
     work: Path,
     rounds: int,
     env: dict[str, str],
+    tls: bool = False,
 ) -> str:
-    with world(bins, work) as (endpoint, tracking_uri, s3):
+    with world(bins, work, tls) as (endpoint, tracking_uri, s3):
         print(f"{name}: publishing {len(files)} files like MLflow", flush=True)
         published = publish(tracking_uri, s3, f"bench-{work.name}", files)
         s3.list_objects_v2(Bucket=BUCKET)  # warms rclone's directory cache
         env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_TRACKING_URI": tracking_uri}
+        if tls:
+            env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
         dest = work / "out"
-        cases = commands(published, endpoint, dest, bins)
+        cases = commands(published, endpoint, dest, bins, os.environ.get("AWS_CA_BUNDLE"))
         cases.append(write_reference(dest, sum(files.values())))
         rows = measure_all(cases, dest, env, rounds)
     total = sum(files.values())
@@ -410,6 +449,27 @@ def main() -> int:
             work,
             args.rounds,
             env,
+        ),
+        "large-tls": lambda work: transfer_workload(
+            "4 large files on rclone serve s3 over TLS",
+            {
+                f"model-{i:05d}-of-00004.safetensors": args.large_gib * 1024 * MiB
+                for i in range(1, 5)
+            },
+            bins,
+            work,
+            args.rounds,
+            env,
+            tls=True,
+        ),
+        "model-tls": lambda work: transfer_workload(
+            "A ~1 GB model on rclone serve s3 over TLS",
+            MODEL_FILES,
+            bins,
+            work,
+            args.rounds,
+            env,
+            tls=True,
         ),
         "small": lambda work: transfer_workload(
             "2,000 small files on rclone serve s3",

@@ -103,9 +103,19 @@ def start_mlflow(log_dir: Path, endpoint: str) -> MlflowServer:
 
 
 def commands(
-    published: Published, endpoint: str, dest: Path, bins: dict[str, str]
+    published: Published,
+    endpoint: str,
+    dest: Path,
+    bins: dict[str, str],
+    ca_bundle: str | None = None,
 ) -> list[tuple[str, str, list[str], dict[str, str]]]:
-    """(tool, what it verifies, command, extra environment) for every peer."""
+    """(tool, what it verifies, command, extra environment) for every peer.
+
+    `ca_bundle`: the server's self-signed certificate (TLS); the Python tools and aws take it
+    from AWS_CA_BUNDLE, rclone from --ca-cert, s5cmd (no option for a CA file) skips the check.
+    """
+    tls_rclone = ["--ca-cert", ca_bundle] if ca_bundle else []
+    tls_s5cmd = ["--no-verify-ssl"] if ca_bundle else []
     uri = f"s3://{published.prefix}"
     root = str(dest / "root")
     sync = [SYNCD, "sync", "--model", published.model, "--alias", "production"]
@@ -117,9 +127,12 @@ def commands(
         "RCLONE_S3_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
         "RCLONE_S3_FORCE_PATH_STYLE": "true",
     }
+    bucket, _, key_prefix = published.prefix.partition("/")
+    floor = [sys.executable, "-m", "tests.bench.floor", endpoint, bucket, key_prefix, str(dest)]
     return [
         ("syncd sync (verified)", "checksum", sync, {}),
         ("syncd sync (size only)", "size", sync, {"SYNCD_S3__VERIFY": "size"}),
+        ("floor: aiobotocore script", "none", floor, {}),
         (
             "seed notebook (boto3 loop)",
             "none",
@@ -136,13 +149,21 @@ def commands(
         (
             "rclone copy",
             "md5",
-            [bins["rclone"], "copy", f":s3:{published.prefix}", str(dest), "--transfers", "16"],
+            [
+                bins["rclone"],
+                "copy",
+                f":s3:{published.prefix}",
+                str(dest),
+                "--transfers",
+                "16",
+                *tls_rclone,
+            ],
             rclone_env,
         ),
         (
             "s5cmd",
             "none",
-            [bins["s5cmd"], "--endpoint-url", endpoint, "cp", f"{uri}/*", f"{dest}/"],
+            [bins["s5cmd"], *tls_s5cmd, "--endpoint-url", endpoint, "cp", f"{uri}/*", f"{dest}/"],
             {},
         ),
         (
@@ -152,11 +173,12 @@ def commands(
             [
                 "sh",
                 "-c",
-                '"$0" --endpoint-url "$1" cp "$2/*" "$3/" && sync',
+                '"$0" $4 --endpoint-url "$1" cp "$2/*" "$3/" && sync',
                 bins["s5cmd"],
                 endpoint,
                 uri,
                 str(dest),
+                *tls_s5cmd,
             ],
             {},
         ),

@@ -21,6 +21,7 @@ from botocore.config import Config
 
 from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.errors import ChecksumMismatchError, ObjectChangedError, RetriesExceededError
+from syncd.local.writeback import Writeback, sync_file_range_write
 from syncd.metrics import Metrics
 from syncd.remote.s3 import S3Location, S3ObjectStore
 from syncd.settings import S3Settings
@@ -438,3 +439,49 @@ async def test_part_boundaries_as_boto3_uploads_them(
             downloader.close()
     assert (tmp_path / "model.bin").read_bytes() == data
     assert entry.verified_by != "size"
+
+
+class RecordingWriteback(Writeback):
+    """Starts writeback like the real one and remembers which ranges it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[int, int]] = []
+
+    def range_done(self, fd: int, offset: int, length: int) -> None:
+        self.ranges.append((offset, offset + length))
+        super().range_done(fd, offset, length)
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_writeback_starts_as_each_range_lands(
+    moto_server: Any, tmp_path: Path, threaded: bool
+) -> None:
+    data = os.urandom(13 * MiB + 5)
+    key = put(moto_server.url, data, algorithm="CRC32")
+    settings = S3Settings(
+        endpoint_url=moto_server.url,
+        part_size=4 * MiB,
+        chunk_size=256 * 1024,
+        threaded_reads=threaded,
+    )
+    writeback = RecordingWriteback()
+    async with S3ObjectStore.open(settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(settings, sleep=no_sleep, writeback=writeback)
+        try:
+            await downloader.download_s3(
+                store, S3Location(BUCKET, key), listed, tmp_path / "out.bin", lambda _: None
+            )
+        finally:
+            downloader.close()
+    # every range handed over once, covering the file exactly: the final flush finds the
+    # pages already on their way to the disk
+    assert sorted(writeback.ranges) == [
+        (0, 4 * MiB),
+        (4 * MiB, 8 * MiB),
+        (8 * MiB, 12 * MiB),
+        (12 * MiB, len(data)),
+    ]
+    assert writeback.requested == (4 if sync_file_range_write else 0)
+    assert (tmp_path / "out.bin").read_bytes() == data
