@@ -216,6 +216,22 @@ class _Tally:
         self._reported = 0
 
 
+async def _opened(opener: Callable[..., int], *args: Any) -> int:
+    """A file opened in a worker thread; cancelled meanwhile, the descriptor the thread still
+    returns is closed, never leaked (a thread cannot be cancelled, only waited for)."""
+    future = asyncio.ensure_future(asyncio.to_thread(opener, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+
+        def close(done: asyncio.Future[int]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                os.close(done.result())
+
+        future.add_done_callback(close)
+        raise
+
+
 def open_existing(path: Path) -> int:
     """An existing regular file opened for writing in place, never through a symlink."""
     return os.open(path, os.O_RDWR | os.O_NOFOLLOW)
@@ -364,7 +380,7 @@ class Downloader:
             aligned=check.needs_aligned_parts,
         )
         part_map, already = await _resumable(resume, obj, facts, ranges, dest)
-        fd = await asyncio.to_thread(open_preallocated, dest, facts.size, bool(already))
+        fd = await _opened(open_preallocated, dest, facts.size, bool(already))
         writing = threading.Lock()
         hashed: dict[Range, RangeHashers] = {}
         try:
@@ -444,7 +460,7 @@ class Downloader:
         etag = entry.etag
         assert etag is not None
         size_only = CheckPlan("size")  # the ranges feed only their CRC32C
-        fd = await asyncio.to_thread(open_existing, dest)
+        fd = await _opened(open_existing, dest)
         writing = threading.Lock()
         try:
 
@@ -560,7 +576,7 @@ class Downloader:
         async with store.get(location, None, obj.etag) as (facts, body):
             assert facts is not None
             whole = self._start_whole(location, obj, facts)
-            fd = await asyncio.to_thread(open_preallocated, dest, facts.size)
+            fd = await _opened(open_preallocated, dest, facts.size)
             try:
                 await self._stream(body.read, fd, 0, facts.size, whole.hashers, progress)
                 whole.written = await asyncio.to_thread(os.fstat, fd)
@@ -733,7 +749,7 @@ class Downloader:
             async with self._requests:
                 self._observer.in_flight(1)
                 try:
-                    fd = await asyncio.to_thread(open_preallocated, dest, obj.size)
+                    fd = await _opened(open_preallocated, dest, obj.size)
                     try:
                         async with proxy.get(path) as stream:
                             await self._stream(stream.read, fd, 0, obj.size, hasher, progress)

@@ -272,8 +272,13 @@ def world(bins: dict[str, str], work: Path, tls: bool = False) -> Iterator[tuple
     certificate = self_signed(work) if tls else None
     if certificate is not None:
         os.environ["AWS_CA_BUNDLE"] = str(certificate[0])
+        # Over HTTPS, boto3 sends uploads aws-chunked with a trailing checksum, which
+        # rclone serve s3 refuses (MissingContentLength): uploads (ours and the MLflow
+        # server's) send a plain Content-Length, as they do over HTTP.
+        os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
     else:
         os.environ.pop("AWS_CA_BUNDLE", None)
+        os.environ.pop("AWS_REQUEST_CHECKSUM_CALCULATION", None)
     process, endpoint = start_rclone(bins, backing, work / "rclone.log", certificate)
     s3 = s3_client(endpoint)
     s3.create_bucket(Bucket=BUCKET)
