@@ -15,7 +15,7 @@ from syncd.errors import RETRY_REASONS
 __all__ = ["FOLDER_STATES", "HEAL_REASONS", "FolderCollector", "Metrics"]
 
 FOLDER_STATES = ("pending", "syncing", "synced", "failed", "standby")
-HEAL_REASONS = ("missing_folder", "missing_file", "size", "mtime", "checksum")
+HEAL_REASONS = ("missing_folder", "missing_file", "size", "mtime", "checksum", "extra_file")
 
 _POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)

@@ -98,7 +98,8 @@ def stat_damage(manifest: Manifest, local: Mapping[str, LocalFile] | None) -> di
 
     `local` is None when the run folder itself is missing. Reasons: `missing_folder`,
     `missing_file`, `size`, `mtime`; a changed mtime with the same size is how an in-place edit
-    or a half-failed copy shows without re-hashing.
+    or a half-failed copy shows without re-hashing; `extra_file` for anything in the folder the
+    manifest does not list (a planted file or symlink: the folder must be the source exactly).
     """
     if local is None:
         return {entry.path: "missing_folder" for entry in manifest.files}
@@ -111,6 +112,10 @@ def stat_damage(manifest: Manifest, local: Mapping[str, LocalFile] | None) -> di
             damaged[entry.path] = "size"
         elif entry.mtime_ns is not None and facts.mtime_ns != entry.mtime_ns:
             damaged[entry.path] = "mtime"
+    listed = {entry.path for entry in manifest.files}
+    for path in local:
+        if path not in listed:
+            damaged[path] = "extra_file"
     return damaged
 
 

@@ -34,7 +34,9 @@ class FlatStore(LocalStore):
     def foreign_folders(self) -> list[str]:
         return []
 
-    def publish(self, staging: Path, run_id: str, *, owned: bool) -> None:
+    def publish(
+        self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
+    ) -> None:
         """Move the built files into the destination, each replacing what was there."""
         for path in sorted(staging.rglob("*")):
             if path.is_symlink() or not path.is_file():

@@ -73,6 +73,22 @@ def exchange_paths(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(first))
 
 
+def _extra_entries(folder: Path, listed: set[str]) -> list[str]:
+    """Files and links under `folder` that are not in `listed` (folders that only hold listed
+    files are not entries); symlinks are never followed."""
+    extras = []
+    for current, folders, files in os.walk(folder, followlinks=False):
+        base = Path(current).relative_to(folder)
+        if base == Path("."):
+            # syncd's own bookkeeping where the destination is the run folder (`syncd fetch`)
+            folders[:] = [d for d in folders if d != ".syncd"]
+        for name in files + [d for d in folders if (Path(current) / d).is_symlink()]:
+            relative = (base / name).as_posix()
+            if relative not in listed:
+                extras.append(relative)
+    return extras
+
+
 def _fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -281,6 +297,9 @@ class LocalStore:
             facts[entry.path] = LocalFile(
                 found.st_size, found.st_mtime_ns, stat.S_ISREG(found.st_mode)
             )
+        for extra in _extra_entries(folder, {entry.path for entry in manifest.files}):
+            found = os.lstat(folder / extra)
+            facts[extra] = LocalFile(found.st_size, found.st_mtime_ns, stat.S_ISREG(found.st_mode))
         return facts
 
     def damaged(self, manifest: Manifest) -> dict[str, str]:
@@ -347,7 +366,9 @@ class LocalStore:
                 finally:
                     os.close(file_fd)
 
-    def publish(self, staging: Path, run_id: str, *, owned: bool) -> None:
+    def publish(
+        self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
+    ) -> None:
         """Make `staging` the published folder of `run_id` in one rename.
 
         A previous folder is swapped out atomically where the filesystem allows. What syncd
@@ -360,10 +381,28 @@ class LocalStore:
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
                 raise LocalStoreError(f"cannot publish {target}: {exc.strerror}") from exc
-            self._replace(staging, target, owned=owned)
+            self._replace(staging, target, owned=owned, known=known)
         _fsync_directory(self.root)
 
-    def _replace(self, staging: Path, target: Path, *, owned: bool) -> None:
+    def _set_aside_extras(self, old: Path, known: set[str] | None) -> None:
+        """What someone added to a folder syncd made is theirs: kept in quarantine, not
+        deleted with the old copy."""
+        if known is None:
+            return
+        extras = _extra_entries(old, known)
+        if not extras:
+            return
+        self.real_dir(self.quarantine)
+        kept = self.quarantine / f"{old.name.split('.')[0]}.extra.{time.time_ns()}"
+        for extra in extras:
+            destination = kept / extra
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(old / extra, destination)
+        log.warning("kept %d file(s) syncd did not put in a run folder at %s", len(extras), kept)
+
+    def _replace(
+        self, staging: Path, target: Path, *, owned: bool, known: set[str] | None = None
+    ) -> None:
         if exchange_paths(staging, target):
             old = staging  # after the exchange the old content sits where staging was
         else:
@@ -372,9 +411,14 @@ class LocalStore:
             os.rename(target, old)
             os.rename(staging, target)
         if owned:
+            self._set_aside_extras(old, known)
             self.discard(old)
         else:
             self.real_dir(self.quarantine)
-            kept = self.quarantine / f"{target.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+            # Unique to the nanosecond: two hand copies set aside within one second must not
+            # collide (the simulation found that: the rename failed and the copy stayed in
+            # staging, where the next writer would have cleared it).
+            stamp = f"{time.strftime('%Y%m%dT%H%M%S')}.{time.time_ns() % 1_000_000_000:09d}"
+            kept = self.quarantine / f"{target.name}.{stamp}"
             os.rename(old, kept)
             log.warning("kept a folder syncd did not create at %s", kept)

@@ -431,7 +431,8 @@ def _publish(
     previous: Manifest | None,
 ) -> None:
     store.flush(staging)
-    store.publish(staging, manifest.run_id, owned=previous is not None)
+    known = {entry.path for entry in previous.files} if previous is not None else None
+    store.publish(staging, manifest.run_id, owned=previous is not None, known=known)
 
     def carry_over(current: Manifest | None) -> Manifest:
         # What others recorded meanwhile (hooks run, wanted by) survives the rebuild.

@@ -173,3 +173,15 @@ def test_every_listed_file_gets_exactly_one_fate(
     for path in plan.reuse:
         assert path not in plan.heal
         assert suspicion.get(path, ()) == ()
+
+
+def test_anything_the_manifest_does_not_list_is_damage() -> None:
+    """A file or symlink planted in a published folder (found by the simulation): the folder
+    is rebuilt without it, and it is set aside, not followed and not deleted."""
+    synced = manifest(entry("a"))
+    local = {"a": intact(), "planted-link": LocalFile(10, 1, False)}
+    assert stat_damage(synced, local) == {"planted-link": "extra_file"}
+    plan = plan_folder(synced, [RemoteObject("a", 25, "e")], local)
+    assert not plan.noop
+    assert set(plan.reuse) == {"a"}
+    assert plan.heal == {"planted-link": "extra_file"}

@@ -36,3 +36,22 @@ def test_staging_reports_kept_files_that_vanished(tmp_path: Path) -> None:
 def test_nothing_vanished_leaves_the_plan_as_it_was() -> None:
     plan = FolderPlan(False, reuse={"a": entry("a", 1)})
     assert fetch_instead(plan, set(), [RemoteObject("a", 1, "e")]) is plan
+
+
+def test_an_extra_file_in_a_published_folder_is_set_aside_on_rebuild(tmp_path: Path) -> None:
+    from syncd.local.store import LocalStore
+
+    store = LocalStore(tmp_path / "root")
+    store.prepare()
+    run = "e" * 32
+    published = store.run_dir(run)
+    published.mkdir()
+    (published / "kept.bin").write_bytes(b"k")
+    (published / "planted.txt").write_bytes(b"someone's")
+    staging = store.staging / f"{run}.resume"
+    staging.mkdir()
+    (staging / "kept.bin").write_bytes(b"k")
+    store.publish(staging, run, owned=True, known={"kept.bin"})
+    assert sorted(p.name for p in published.iterdir()) == ["kept.bin"]
+    (kept,) = store.quarantine.rglob("planted.txt")
+    assert kept.read_bytes() == b"someone's"
