@@ -7,10 +7,10 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from syncd import __version__
 from syncd.core.folder_plan import (
@@ -42,6 +42,7 @@ from syncd.transfer.resume import ResumeState
 __all__ = ["SyncOutcome", "SyncProgress", "Syncer", "check_listing"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Local I/O failures a person must act on (not bugs, not the network): reported as such.
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG}
@@ -140,14 +141,18 @@ class Syncer:
                         return None
                     return replace(current, wanted_by=(*current.wanted_by, wanted))
 
-                await asyncio.to_thread(store.update_manifest, desired.run_id, add_wanted)
+                await _to_completion(
+                    asyncio.to_thread(store.update_manifest, desired.run_id, add_wanted)
+                )
             if recorded:  # nothing the record names is still wrong (or still listed)
-                await asyncio.to_thread(store.damage.clear, desired.run_id, recorded)
+                await _to_completion(
+                    asyncio.to_thread(store.damage.clear, desired.run_id, recorded)
+                )
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
         build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
         if recorded:
-            await asyncio.to_thread(store.damage.clear, desired.run_id, recorded)
+            await _to_completion(asyncio.to_thread(store.damage.clear, desired.run_id, recorded))
         if manifest is not None and plan.heal:
             log.warning(
                 "%s: healed %s v%s run %s: %s",
@@ -191,7 +196,7 @@ class Syncer:
         copies = sum(patch.entry.size for patch in plan.patch.values())
         await asyncio.to_thread(store.check_space, progress.total_bytes + copies)
         _announce(build, progress)
-        staging = await asyncio.to_thread(store.resume_staging, run_id)
+        staging = await _to_completion(asyncio.to_thread(store.resume_staging, run_id))
         resume = store.resume_state(run_id)
         resumed = await asyncio.to_thread(resume.bytes_on_disk)
         if resumed:
@@ -205,8 +210,10 @@ class Syncer:
             )
         published = interrupted = False
         try:
-            vanished = await asyncio.to_thread(
-                _prepare_staging, staging, store.run_dir(run_id), build.listing, plan
+            vanished = await _to_completion(
+                asyncio.to_thread(
+                    _prepare_staging, staging, store.run_dir(run_id), build.listing, plan
+                )
             )
             if vanished:
                 log.warning(
@@ -229,8 +236,10 @@ class Syncer:
                 syncd_version=__version__,
             )
             # Shielded: once the swap starts, it finishes with its manifest written, whatever
-            # arrives meanwhile.
-            await asyncio.shield(
+            # arrives meanwhile; and a cancelled ensure returns only once it has (the
+            # simulation found a cancelled sync's publish still running while the next sync
+            # of the same run began).
+            await _to_completion(
                 asyncio.to_thread(_publish, store, staging, new_manifest, resume, build.manifest)
             )
             published = True
@@ -247,7 +256,7 @@ class Syncer:
             if not published and not interrupted:
                 # A failed build is not trusted: start clean next time. Shielded from
                 # cancellation so it always completes.
-                await asyncio.shield(asyncio.to_thread(_discard_build, store, staging, resume))
+                await _to_completion(asyncio.to_thread(_discard_build, store, staging, resume))
         self._account(build, new_manifest)
         return SyncOutcome(
             "synced",
@@ -446,6 +455,27 @@ def _publish(
 
     store.update_manifest(manifest.run_id, carry_over)
     resume.clear()
+
+
+async def _to_completion(job: Coroutine[Any, Any, T]) -> T:
+    """Run `job` to its end even when cancelled meanwhile; the cancellation is raised after.
+
+    For work on disk in a worker thread: a thread cannot be stopped, so a cancelled ensure()
+    waits for it rather than return while it still changes the root."""
+    task = asyncio.ensure_future(job)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                result = task.result()  # its own failure first, if it had one
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 def _prune(staging: Path, wanted: set[str]) -> None:

@@ -217,18 +217,20 @@ class _Tally:
 
 
 async def _opened(opener: Callable[..., int], *args: Any) -> int:
-    """A file opened in a worker thread; cancelled meanwhile, the descriptor the thread still
-    returns is closed, never leaked (a thread cannot be cancelled, only waited for)."""
+    """A file opened (and preallocated) in a worker thread. Cancelled meanwhile, it waits for
+    the thread (which cannot be stopped) and closes what it opened: never a leaked descriptor,
+    never a file still being made after the download gave up."""
     future = asyncio.ensure_future(asyncio.to_thread(opener, *args))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-
-        def close(done: asyncio.Future[int]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                os.close(done.result())
-
-        future.add_done_callback(close)
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                continue
+        if not future.cancelled() and future.exception() is None:
+            os.close(future.result())
         raise
 
 
