@@ -122,6 +122,15 @@ def open_preallocated(path: Path, size: int, keep: bool = False) -> int:
     # O_NOFOLLOW: a symlink planted in staging must never be written through.
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if keep else os.O_TRUNC)
     try:
+        if os.lstat(path).st_nlink > 1:
+            # A hard link (a kept file an interrupted build linked from the published folder):
+            # opening it to write, O_TRUNC first of all, would change the published file in
+            # place. A file of its own instead. (The simulation found a failed sync that had
+            # changed the published folder so.)
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
@@ -214,6 +223,19 @@ class _Tally:
     def take_back(self) -> None:
         self._progress(-self._reported)
         self._reported = 0
+
+
+async def _thread_done(future: asyncio.Future[T]) -> T:
+    """Await a worker thread's result; when cancelled, still wait for the thread, then raise."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                continue
+        raise
 
 
 async def _opened(opener: Callable[..., int], *args: Any) -> int:
@@ -719,8 +741,12 @@ class Downloader:
                 ):
                     block, size = pending, pending_size
                     pending, pending_size = [], 0
-                    await loop.run_in_executor(
-                        self._executor, _write_and_hash, fd, block, offset + written, hasher
+                    # Waited for even when cancelled: the caller closes `fd` next, and a
+                    # write still running could land in whatever file reuses its number.
+                    await _thread_done(
+                        loop.run_in_executor(
+                            self._executor, _write_and_hash, fd, block, offset + written, hasher
+                        )
                     )
                     written += size
                     tally(size)

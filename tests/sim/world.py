@@ -205,10 +205,16 @@ class World:
                     f"a cancelled sync left run {run[:4]} neither old nor new"
                 ) from None
             return
-        except SyncdError:
+        except SyncdError as exc:
             self.checks += 1
-            if self.folder(run) != before:
-                raise InvariantError(f"a failed sync changed the published run {run[:4]}") from None
+            after = self.folder(run)
+            if after != before:
+                old, new = before or {}, after or {}
+                changed = sorted(p for p in {*old, *new} if old.get(p) != new.get(p))
+                raise InvariantError(
+                    f"a failed sync ({type(exc).__name__}: {exc}) changed the published run "
+                    f"{run[:4]}: {', '.join(changed) or 'the folder'}"
+                ) from None
             raise
         self.checks += 1
         if self.folder(run) != source:

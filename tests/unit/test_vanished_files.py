@@ -55,3 +55,29 @@ def test_an_extra_file_in_a_published_folder_is_set_aside_on_rebuild(tmp_path: P
     assert sorted(p.name for p in published.iterdir()) == ["kept.bin"]
     (kept,) = store.quarantine.rglob("planted.txt")
     assert kept.read_bytes() == b"someone's"
+
+
+def test_a_staging_file_linked_to_a_published_one_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    """An interrupted build leaves kept files in staging as hard links to the published ones;
+    a later build that fetches such a path must not write the published file in place (the
+    simulation found a failed sync that had changed the published folder so)."""
+    import os
+
+    from syncd.transfer.engine import open_preallocated
+
+    published = tmp_path / "published.bin"
+    published.write_bytes(b"published bytes")
+    staged = tmp_path / "staged.bin"
+    os.link(published, staged)
+    for keep in (False, True):
+        fd = open_preallocated(staged, 100, keep)
+        try:
+            os.pwrite(fd, b"new", 0)
+        finally:
+            os.close(fd)
+        assert published.read_bytes() == b"published bytes"
+        assert staged.stat().st_ino != published.stat().st_ino
+        os.unlink(staged)
+        os.link(published, staged)
