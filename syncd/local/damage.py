@@ -67,11 +67,23 @@ class DamageLog:
         return sorted(n[:-5] for n in names if n.endswith(".json") and is_run_id(n[:-5]))
 
     def record(self, run_id: str, found: Suspicion) -> None:
-        """Add findings to a run's record (atomically: temp file, then rename)."""
-        merged = merge_suspicion(self.read(run_id), found)
+        """Add findings to a run's record."""
+        self._write(run_id, merge_suspicion(self.read(run_id), found))
+
+    def clear(self, run_id: str, repaired: Suspicion) -> None:
+        """Forget a run's record after a sync repaired `repaired`; findings added meanwhile
+        (another verify during the sync) stay."""
+        left = {path: spans for path, spans in self.read(run_id).items() if path not in repaired}
+        if left:
+            self._write(run_id, left)
+        else:
+            self._path(run_id).unlink(missing_ok=True)
+
+    def _write(self, run_id: str, found: Suspicion) -> None:
+        """Replace a run's record atomically (temp file, then rename)."""
         document = {
             path: None if spans is None else [[s.start, s.end, s.crc32c] for s in spans]
-            for path, spans in sorted(merged.items())
+            for path, spans in sorted(found.items())
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self._path(run_id)
@@ -82,26 +94,3 @@ class DamageLog:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
-
-    def clear(self, run_id: str, repaired: Suspicion) -> None:
-        """Forget a run's record after a sync repaired `repaired`; findings added meanwhile
-        (another verify during the sync) stay."""
-        current = self.read(run_id)
-        left = {path: spans for path, spans in current.items() if path not in repaired}
-        if left:
-            self.record_exactly(run_id, left)
-            return
-        try:
-            self._path(run_id).unlink()
-        except FileNotFoundError:
-            pass
-
-    def record_exactly(self, run_id: str, found: Suspicion) -> None:
-        self.clear_all(run_id)
-        self.record(run_id, found)
-
-    def clear_all(self, run_id: str) -> None:
-        try:
-            self._path(run_id).unlink()
-        except FileNotFoundError:
-            pass

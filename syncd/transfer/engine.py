@@ -244,13 +244,8 @@ async def _opened(opener: Callable[..., int], *args: Any) -> int:
     never a file still being made after the download gave up."""
     future = asyncio.ensure_future(asyncio.to_thread(opener, *args))
     try:
-        return await asyncio.shield(future)
+        return await _thread_done(future)
     except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.wait([future])
-            except asyncio.CancelledError:
-                continue
         if not future.cancelled() and future.exception() is None:
             os.close(future.result())
         raise

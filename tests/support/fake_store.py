@@ -2,10 +2,13 @@
 
 The seam for engine and syncer tests that need no server process: the Downloader (with
 `threaded_reads` off, so it reads through `get`) and the Syncer (through `Sources`) run over
-it unchanged. Its answers follow what S3 and `syncd.remote.s3` give: ETags are the MD5 of the
-bytes (single-part) or the multipart ETag of `part_size` parts; `head(part_number=1)` gives
-the first part's length and the parts count; a ranged `get` with a stale `If-Match` fails
-with 412; errors arrive already in syncd's words (`remote.failure.status_error`).
+it unchanged. Shapes from Amazon S3's API reference and the clients that speak it: ETags are
+the MD5 of the bytes for a single PUT and, for a multipart upload, the MD5 of the concatenated
+part MD5s plus `-N` (as s3transfer's and botocore's uploads produce them); `HeadObject` with
+`PartNumber=1` answers the first part's `ContentLength` and `PartsCount`; a `GetObject` with a
+`Range` answers `Content-Range: bytes START-END/SIZE`, and with a stale `If-Match` fails with
+412 `PreconditionFailed`; 404 `NoSuchKey`, 429 and 503 as S3 sends them. Errors arrive already
+in syncd's words, through the same table the real store uses (`remote.failure.status_error`).
 """
 
 from __future__ import annotations
