@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "HookError",
     "LocalStoreError",
+    "LocalWriteError",
     "ObjectChangedError",
     "RegistryError",
     "RegistryNotFoundError",
@@ -128,6 +129,16 @@ class HookError(SyncdError):
 
 class LocalStoreError(SyncdError):
     """The dataset folder cannot be written (permissions, full disk, foreign content)."""
+
+
+class LocalWriteError(Exception):
+    """A write to the local file failed inside a reader (a full disk, an I/O error): the
+    disk's doing, not the network's, so readers pass it through and never turn it into a
+    retry; the engine raises `error`, the OSError, in its place."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class WebhookRejectedError(SyncdError):

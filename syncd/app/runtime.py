@@ -86,7 +86,7 @@ async def open_runtime(
     """Everything a daemon or a one-shot sync needs, closed on exit."""
     metrics = metrics or Metrics()
     async with Sources.open(settings, metrics) as sources:
-        downloader = Downloader(settings.s3, metrics)
+        downloader = Downloader(settings.s3, sources.s3, metrics, proxy=sources.proxy)
         try:
             yield Runtime(
                 settings, metrics, sources, downloader, Syncer(sources, downloader, metrics)

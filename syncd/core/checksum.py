@@ -19,6 +19,7 @@ __all__ = [
     "combine_crcs",
     "composite_checksum",
     "encode_crc",
+    "encode_digest",
     "multipart_etag",
     "new_hasher",
 ]
@@ -104,6 +105,16 @@ def combine_crcs(algorithm: Algorithm, parts: Sequence[tuple[int, int]]) -> int:
 def encode_crc(algorithm: Algorithm, value: int) -> str:
     """A CRC as S3 writes it: base64 of the big-endian bytes."""
     return base64.b64encode(value.to_bytes(_CRC_WIDTH[algorithm], "big")).decode()
+
+
+def encode_digest(algorithm: Algorithm, hasher: Hasher) -> str:
+    """A whole-object digest as S3 states it: a CRC as `encode_crc`, MD5 as hex (an ETag),
+    SHA as base64."""
+    if isinstance(hasher, CrcHasher):
+        return encode_crc(algorithm, hasher.value)
+    if algorithm is Algorithm.MD5:
+        return hasher.digest().hex()
+    return base64.b64encode(hasher.digest()).decode()
 
 
 def composite_checksum(algorithm: Algorithm, part_digests: Sequence[bytes]) -> str:

@@ -117,7 +117,7 @@ def choose_check(facts: ObjectFacts, mode: Literal["checksum", "size"]) -> Check
 
 @dataclass(frozen=True, order=True)
 class Range:
-    """Bytes [start, end) of an object; `part` is the upload part it starts in, from 1.
+    """Bytes [start, end) of an object.
 
     `part_length` is set when the range covers several whole upload parts of that length (the
     last may be shorter): a per-part check then hashes each part of it on its own.
@@ -125,7 +125,6 @@ class Range:
 
     start: int
     end: int
-    part: int
     part_length: int = 0
 
     @property
@@ -174,21 +173,18 @@ def plan_ranges(
             Range(
                 start,
                 min(start + span, size),
-                start // part_size + 1,
                 part_size if min(start + span, size) - start > part_size else 0,
             )
             for start in range(0, size, span)
         ]
     ranges: list[Range] = []
     part_start = 0
-    part_number = 1
     while part_start < size:
         part_end = min(part_start + part_size, size)
         start = part_start
         while start < part_end:
             end = min(start + preferred, part_end)
-            ranges.append(Range(start, end, part_number))
+            ranges.append(Range(start, end))
             start = end
         part_start = part_end
-        part_number += 1
     return ranges

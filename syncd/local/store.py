@@ -20,7 +20,7 @@ from syncd.core.ids import is_run_id
 from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError
 from syncd.local.damage import DamageLog
-from syncd.transfer.resume import ResumeState
+from syncd.local.resume import ResumeState
 
 __all__ = ["LocalStore", "exchange_paths"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import stat
 import time
@@ -16,7 +15,7 @@ from syncd.core.checksum import (
     Hasher,
     checksums_match,
     composite_checksum,
-    encode_crc,
+    encode_digest,
     multipart_etag,
     new_hasher,
 )
@@ -122,11 +121,7 @@ def _computed(path: Path, entry: FileEntry, limiter: RateLimiter) -> str | None:
             else composite_checksum(algorithm, digests)
         )
     (whole,) = _hash_parts(path, algorithm, max(entry.size, 1), limiter) or [new_hasher(algorithm)]
-    if isinstance(whole, CrcHasher):
-        return encode_crc(algorithm, whole.value)
-    if algorithm is Algorithm.MD5:
-        return whole.digest().hex()
-    return base64.b64encode(whole.digest()).decode()
+    return encode_digest(algorithm, whole)
 
 
 def verify_entry(folder: Path, entry: FileEntry, limiter: RateLimiter) -> FileProblem | None:

@@ -7,12 +7,13 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from syncd import __version__
+from syncd.core.completion import to_completion
 from syncd.core.folder_plan import (
     FolderPlan,
     Patch,
@@ -31,13 +32,14 @@ from syncd.errors import (
     UnsafeKeyError,
     primary_error,
 )
+from syncd.local.resume import ResumeState
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, damaged_spans
 from syncd.metrics import Metrics
 from syncd.remote.registry import DesiredModel
+from syncd.remote.s3 import S3Location
 from syncd.remote.source import Location, Sources
 from syncd.transfer.engine import Downloader
-from syncd.transfer.resume import ResumeState
 
 __all__ = ["SyncOutcome", "SyncProgress", "Syncer", "check_listing"]
 
@@ -141,18 +143,16 @@ class Syncer:
                         return None
                     return replace(current, wanted_by=(*current.wanted_by, wanted))
 
-                await _to_completion(
+                await to_completion(
                     asyncio.to_thread(store.update_manifest, desired.run_id, add_wanted)
                 )
             if recorded:  # nothing the record names is still wrong (or still listed)
-                await _to_completion(
-                    asyncio.to_thread(store.damage.clear, desired.run_id, recorded)
-                )
+                await to_completion(asyncio.to_thread(store.damage.clear, desired.run_id, recorded))
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
         build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
         if recorded:
-            await _to_completion(asyncio.to_thread(store.damage.clear, desired.run_id, recorded))
+            await to_completion(asyncio.to_thread(store.damage.clear, desired.run_id, recorded))
         if manifest is not None and plan.heal:
             log.warning(
                 "%s: healed %s v%s run %s: %s",
@@ -196,7 +196,7 @@ class Syncer:
         copies = sum(patch.entry.size for patch in plan.patch.values())
         await asyncio.to_thread(store.check_space, progress.total_bytes + copies)
         _announce(build, progress)
-        staging = await _to_completion(asyncio.to_thread(store.resume_staging, run_id))
+        staging = await to_completion(asyncio.to_thread(store.resume_staging, run_id))
         resume = store.resume_state(run_id)
         resumed = await asyncio.to_thread(resume.bytes_on_disk)
         if resumed:
@@ -210,7 +210,7 @@ class Syncer:
             )
         published = interrupted = False
         try:
-            vanished = await _to_completion(
+            vanished = await to_completion(
                 asyncio.to_thread(
                     _prepare_staging, staging, store.run_dir(run_id), build.listing, plan
                 )
@@ -239,7 +239,7 @@ class Syncer:
             # arrives meanwhile; and a cancelled ensure returns only once it has (the
             # simulation found a cancelled sync's publish still running while the next sync
             # of the same run began).
-            await _to_completion(
+            await to_completion(
                 asyncio.to_thread(_publish, store, staging, new_manifest, resume, build.manifest)
             )
             published = True
@@ -256,7 +256,7 @@ class Syncer:
             if not published and not interrupted:
                 # A failed build is not trusted: start clean next time. Shielded from
                 # cancellation so it always completes.
-                await _to_completion(asyncio.to_thread(_discard_build, store, staging, resume))
+                await to_completion(asyncio.to_thread(_discard_build, store, staging, resume))
         self._account(build, new_manifest)
         return SyncOutcome(
             "synced",
@@ -281,21 +281,25 @@ class Syncer:
             progress.done_files += 1
 
         async def fetch(obj: RemoteObject) -> None:
-            entry = await self._sources.download(
-                self._downloader, build.location, obj, staging / obj.path, progress.add, resume
+            entry = await self._downloader.download(
+                build.location.child(obj.path), obj, staging / obj.path, progress.add, resume
             )
             await settle(obj.path, entry)
 
         async def patch(obj: RemoteObject, patch: Patch) -> None:
             try:
-                entry = await self._sources.repair(
-                    self._downloader, build.location, patch, staging / obj.path, progress.add
+                entry = await self._downloader.repair(
+                    _s3(build.location.child(obj.path)),
+                    patch.entry,
+                    staging / obj.path,
+                    patch.spans,
+                    progress.add,
                 )
             except ChecksumMismatchError as exc:
                 log.warning("%s: %s; downloading the whole file", build.target, exc)
                 progress.total_bytes += obj.size - patch.damaged_bytes
-                entry = await self._sources.download(
-                    self._downloader, build.location, obj, staging / obj.path, progress.add
+                entry = await self._downloader.download(
+                    build.location.child(obj.path), obj, staging / obj.path, progress.add
                 )
             await settle(obj.path, entry)
 
@@ -457,25 +461,10 @@ def _publish(
     resume.clear()
 
 
-async def _to_completion(job: Coroutine[Any, Any, T]) -> T:
-    """Run `job` to its end even when cancelled meanwhile; the cancellation is raised after.
-
-    For work on disk in a worker thread: a thread cannot be stopped, so a cancelled ensure()
-    waits for it rather than return while it still changes the root."""
-    task = asyncio.ensure_future(job)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                result = task.result()  # its own failure first, if it had one
-                break
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
+def _s3(location: Location) -> S3Location:
+    # Only ranged S3 reads record range checksums, so only S3 files are ever patched.
+    assert isinstance(location, S3Location)
+    return location
 
 
 def _prune(staging: Path, wanted: set[str]) -> None:

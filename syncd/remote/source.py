@@ -1,22 +1,19 @@
-"""Where a run's artifacts are read from: S3 directly, S3 mapped from a proxy URI, or the proxy."""
+"""Where a run's artifacts are listed and read from: S3 directly, S3 mapped from a proxy URI,
+or the proxy. (Downloads go through the transfer engine, over the same stores.)"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
-from syncd.core.folder_plan import Patch
-from syncd.core.manifest import FileEntry, RemoteObject
+from syncd.core.manifest import RemoteObject
 from syncd.errors import SourceError
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy, ProxiedLocation
 from syncd.remote.retry import RetryObserver, RetryPolicy
 from syncd.remote.s3 import S3Location, S3ObjectStore, parse_s3_uri
 from syncd.settings import Settings
-from syncd.transfer.engine import Downloader, Progress
-from syncd.transfer.resume import ResumeState
 
 __all__ = ["Location", "ObjectStore", "ProxiedLocation", "Sources", "locate"]
 
@@ -51,7 +48,7 @@ def locate(uri: str, artifacts_destination: str | None) -> Location:
 
 
 class Sources:
-    """Lists, reads and downloads from whichever kind of location a URI names."""
+    """Lists and reads from whichever kind of location a URI names."""
 
     def __init__(
         self,
@@ -78,6 +75,14 @@ class Sources:
                 proxy = await stack.enter_async_context(MlflowArtifactProxy.open(settings.mlflow))
             retry = RetryPolicy(settings.s3.max_attempts, observer)
             yield cls(s3, proxy, settings.s3.artifacts_destination, retry)
+
+    @property
+    def s3(self) -> S3ObjectStore:
+        return self._s3
+
+    @property
+    def proxy(self) -> MlflowArtifactProxy | None:
+        return self._proxy
 
     def locate(self, uri: str) -> Location:
         return locate(uri, self._artifacts_destination)
@@ -110,36 +115,3 @@ class Sources:
     async def read_uri(self, uri: str) -> bytes | None:
         """A small artifact named by its URI (`model_context.json`), or None when absent."""
         return await self.read(self.locate(uri))
-
-    async def download(
-        self,
-        downloader: Downloader,
-        location: Location,
-        obj: RemoteObject,
-        dest: Path,
-        progress: Progress,
-        resume: ResumeState | None = None,
-    ) -> FileEntry:
-        """One object of the listing into `dest`, verified as well as the source allows."""
-        child = location.child(obj.path)
-        if isinstance(location, S3Location):
-            assert isinstance(child, S3Location)
-            return await downloader.download_s3(self._s3, child, obj, dest, progress, resume)
-        assert isinstance(child, ProxiedLocation)
-        return await downloader.download_proxied(
-            self._require_proxy(location), child.path, obj, dest, progress
-        )
-
-    async def repair(
-        self,
-        downloader: Downloader,
-        location: Location,
-        patch: Patch,
-        dest: Path,
-        progress: Progress,
-    ) -> FileEntry:
-        """Fetch a file's damaged ranges again into `dest`, a copy of the published file."""
-        child = location.child(patch.entry.path)
-        # Only ranged S3 reads record range checksums, so only S3 files are ever patched.
-        assert isinstance(child, S3Location)
-        return await downloader.repair_s3(self._s3, child, patch.entry, dest, patch.spans, progress)

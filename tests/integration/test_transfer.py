@@ -59,11 +59,11 @@ async def downloading(
     """A download of `key` running in a task, yielded once its first bytes have arrived."""
     async with S3ObjectStore.open(settings) as store:
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, sleep=no_sleep)
+        downloader = Downloader(settings, store, sleep=no_sleep)
         received = Received()
         try:
             task = asyncio.create_task(
-                downloader.download_s3(store, S3Location(BUCKET, key), listed, dest, received)
+                downloader.download(S3Location(BUCKET, key), listed, dest, received)
             )
             await asyncio.wait_for(received.first.wait(), 60)
             yield task, received
@@ -105,10 +105,10 @@ async def download(
         location = S3Location(BUCKET, key)
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
         obj = RemoteObject(listed.path, listed.size, listed.etag)
-        downloader = Downloader(s3_settings, metrics or Metrics(), sleep=no_sleep)
+        downloader = Downloader(s3_settings, store, metrics or Metrics(), sleep=no_sleep)
         progress: list[int] = []
         try:
-            entry = await downloader.download_s3(store, location, obj, dest, progress.append)
+            entry = await downloader.download(location, obj, dest, progress.append)
         finally:
             downloader.close()
         assert sum(progress) == obj.size  # retried bytes are taken back from progress
@@ -320,11 +320,11 @@ async def test_object_replaced_during_download_fails_loudly(
         # Someone overwrites the object after syncd listed it: every ranged GET carries
         # IfMatch with the listed ETag, so no part of the new version can be mixed in.
         s3_client.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(9 * MiB))
-        downloader = Downloader(s3_settings, sleep=no_sleep)
+        downloader = Downloader(s3_settings, store, sleep=no_sleep)
         try:
             with pytest.raises(ObjectChangedError):
-                await downloader.download_s3(
-                    store, S3Location(BUCKET, key), listed, tmp_path / "x", lambda _: None
+                await downloader.download(
+                    S3Location(BUCKET, key), listed, tmp_path / "x", lambda _: None
                 )
         finally:
             downloader.close()
@@ -430,10 +430,10 @@ async def test_part_boundaries_as_boto3_uploads_them(
     settings = S3Settings(endpoint_url=moto_server.url, part_size=4 * MiB)
     async with S3ObjectStore.open(settings) as store:
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, sleep=no_sleep)
+        downloader = Downloader(settings, store, sleep=no_sleep)
         try:
-            entry = await downloader.download_s3(
-                store, S3Location(BUCKET, key), listed, tmp_path / "model.bin", lambda _: None
+            entry = await downloader.download(
+                S3Location(BUCKET, key), listed, tmp_path / "model.bin", lambda _: None
             )
         finally:
             downloader.close()
@@ -468,10 +468,10 @@ async def test_writeback_starts_as_each_range_lands(
     writeback = RecordingWriteback()
     async with S3ObjectStore.open(settings) as store:
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, sleep=no_sleep, writeback=writeback)
+        downloader = Downloader(settings, store, sleep=no_sleep, writeback=writeback)
         try:
-            await downloader.download_s3(
-                store, S3Location(BUCKET, key), listed, tmp_path / "out.bin", lambda _: None
+            await downloader.download(
+                S3Location(BUCKET, key), listed, tmp_path / "out.bin", lambda _: None
             )
         finally:
             downloader.close()

@@ -114,7 +114,7 @@ class World:
             part_size=32 * KiB, chunk_size=8 * KiB, max_attempts=3, threaded_reads=False
         )
         self.metrics = Metrics()
-        self.downloader = Downloader(settings, self.metrics, sleep=_no_sleep)
+        self.downloader = Downloader(settings, self.store, self.metrics, sleep=_no_sleep)
         retry = RetryPolicy(3, self.metrics, _no_sleep)
         self.syncer = Syncer(Sources(self.store, None, None, retry), self.downloader, self.metrics)  # type: ignore[arg-type]
 

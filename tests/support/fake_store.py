@@ -92,7 +92,9 @@ class FakeObjectStore:
             )
         return ObjectFacts(size=len(obj.data), etag=obj.etag)
 
-    async def presign_get(self, location: S3Location, **_: Any) -> str:
+    async def presign_get(
+        self, location: S3Location, expires: int = 3600, checksums: bool = False
+    ) -> str:
         raise AssertionError("the fake store is read through get(): set threaded_reads off")
 
     @asynccontextmanager

@@ -31,11 +31,10 @@ async def fetch(
     store: FakeObjectStore, key: str, dest: Path, settings: S3Settings = SETTINGS
 ) -> tuple[object, list[int]]:
     (listed,) = [o for o in await store.list_objects(S3Location("b", "run")) if o.path == key]
-    downloader = Downloader(settings, sleep=no_sleep)
+    downloader = Downloader(settings, store, sleep=no_sleep)
     progress: list[int] = []
     try:
-        entry = await downloader.download_s3(
-            store,  # type: ignore[arg-type]
+        entry = await downloader.download(
             S3Location("b", f"run/{key}"),
             RemoteObject(listed.path, listed.size, listed.etag),
             dest,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.core.plan import Range, plan_ranges
-from syncd.transfer.engine import OrderedHasher
+from syncd.transfer.ordered import OrderedHasher
 
 DATA = os.urandom(300_000)
 
@@ -29,7 +29,7 @@ async def hash_in_order_of(data: bytes, ranges: list[Range], finish_order: list[
         for index in finish_order:
             ordered.range_done(ranges[index])
             await asyncio.sleep(0)  # let the hasher catch up (or not) between completions
-        return await asyncio.wait_for(runner, 30)
+        return (await asyncio.wait_for(runner, 30)).digest()
 
 
 @settings(max_examples=100, deadline=None)
@@ -64,6 +64,6 @@ def test_it_waits_for_a_missing_range() -> None:
             await asyncio.sleep(0.05)
             assert not runner.done()  # never hashes past a gap
             ordered.range_done(ranges[1])
-            assert await asyncio.wait_for(runner, 30) == hashlib.md5(DATA).digest()
+            assert (await asyncio.wait_for(runner, 30)).digest() == hashlib.md5(DATA).digest()
 
     asyncio.run(missing_the_middle())

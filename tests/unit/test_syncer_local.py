@@ -41,7 +41,7 @@ def fake() -> FakeObjectStore:
 async def syncer(fake: FakeObjectStore) -> AsyncIterator[Syncer]:
     settings = S3Settings(part_size=4 * MiB, chunk_size=256 * 1024, threaded_reads=False)
     metrics = Metrics()
-    downloader = Downloader(settings, metrics, sleep=no_sleep)
+    downloader = Downloader(settings, fake, metrics, sleep=no_sleep)
     sources = Sources(fake, None, None, RetryPolicy(3, metrics, no_sleep))  # type: ignore[arg-type]
     yield Syncer(sources, downloader, metrics)
     downloader.close()

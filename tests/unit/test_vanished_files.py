@@ -65,7 +65,7 @@ def test_a_staging_file_linked_to_a_published_one_is_never_written_through(
     simulation found a failed sync that had changed the published folder so)."""
     import os
 
-    from syncd.transfer.engine import open_preallocated
+    from syncd.local.files import open_preallocated
 
     published = tmp_path / "published.bin"
     published.write_bytes(b"published bytes")
