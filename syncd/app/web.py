@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import __version__
+from syncd.app.snapshot import snapshot
 from syncd.app.webhook import (
     check_delivery,
     delivery_model,
@@ -40,7 +41,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON].snapshot())
+    return web.json_response(snapshot(request.app[DAEMON]))
 
 
 _STATE_LABEL = {
@@ -265,7 +266,7 @@ async def _webhook(request: web.Request) -> web.Response:
 
 
 async def _page(request: web.Request) -> web.Response:
-    return web.Response(text=render_page(request.app[DAEMON].snapshot()), content_type="text/html")
+    return web.Response(text=render_page(snapshot(request.app[DAEMON])), content_type="text/html")
 
 
 def build_app(daemon: Daemon) -> web.Application:

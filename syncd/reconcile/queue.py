@@ -82,6 +82,10 @@ class WorkQueue:
     def is_parked(self, key: Key) -> bool:
         return key in self._terminal
 
+    def is_failing(self, key: Key) -> bool:
+        """Its last attempt failed (it waits out a backoff, or is parked as terminal)."""
+        return key in self._failures or key in self._terminal
+
     def forget(self, key: Key) -> None:
         """The key succeeded, or its desired state changed, or it is no longer wanted: its
         next failure starts a new backoff, and a terminal mark is lifted."""

@@ -190,6 +190,30 @@ class StatusBoard:
 
     # ---- folders ---------------------------------------------------------------------------------
 
+    def wanted(self, key: Key, wanted: DesiredModel, moved_at: float | None) -> None:
+        """A folder newly wanted, or wanted another way (version, pointer, role): shown fresh.
+        `moved_at`: when its serving pointer moved here (for alias-to-ready)."""
+        self.folders[key] = FolderStatus(
+            key.target,
+            wanted.model,
+            wanted.ref.selector,
+            wanted.ref.version,
+            key.run_id,
+            role=wanted.role,
+            moved_at=moved_at,
+        )
+
+    def unwanted(self, key: Key) -> None:
+        self.folders.pop(key, None)
+
+    def standby(self, key: Key) -> None:
+        """Another process writes this folder's root."""
+        self.folders[key].state = "standby"
+
+    def syncing(self, key: Key, progress: SyncProgress) -> None:
+        status = self.folders[key]
+        status.state, status.progress = "syncing", progress
+
     def in_place(self, key: Key, wanted: DesiredModel, outcome: SyncOutcome | None) -> None:
         """The folder is complete and verified (`outcome` None: found so by a local check)."""
         status = self.folders[key]
