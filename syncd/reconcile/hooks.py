@@ -202,7 +202,6 @@ class HookRunner:
         model = restart.model_id
         project = restart.project_id or self._domino.project_id
         stopped_ours = False
-        attempts = 0
         version = restart.model_version_id or "?"
         try:
             async with DominoApi(self._domino) as api:
@@ -231,52 +230,60 @@ class HookRunner:
                         state,
                         restart.stop_timeout,
                     )
-                last = ""
-                for attempts in range(1, hook.attempts + 1):
-                    try:
-                        await api.start(model, version)
-                        state = await self._until(
-                            api,
-                            model,
-                            version,
-                            lambda d: d.running,
-                            restart.start_timeout,
-                            restart.poll_interval,
-                            fail_on_stopped=True,
-                        )
-                        if state.running:
-                            return _result(
-                                "success",
-                                f"{where} stopped and started: {state} (auth: {api.auth})",
-                                attempts,
-                                f"{model}/{version}",
-                            )
-                        last = f"{where} is {state} after the start"
-                    except DominoBusyError as exc:
-                        last = str(exc)
-                    if attempts < hook.attempts:
-                        delay = self._backoff * 2 ** (attempts - 1)
-                        log.warning(
-                            "%s: start failed, starting again in %.0fs: %s", where, delay, last
-                        )
-                        await asyncio.sleep(delay)
-                return _result(
-                    "error",
-                    f"{where} LEFT STOPPED: {hook.attempts} start attempts failed: {last}",
-                    attempts,
-                    f"{model}/{version}",
-                    stopped=True,
-                )
+                return await self._start(api, hook, restart, version)
         except HookError as exc:
             if stopped_ours:
                 return _result(
                     "error",
                     f"Domino model {model}/{version} LEFT STOPPED: {exc}",
-                    attempts,
+                    0,
                     f"{model}/{version}",
                     stopped=True,
                 )
-            return _result("error", str(exc), max(attempts, 1))
+            return _result("error", str(exc), 1)
+
+    async def _start(
+        self, api: DominoApi, hook: HookSettings, restart: DominoRestartHook, version: str
+    ) -> HookResult:
+        """Start the endpoint syncd stopped and wait for Running; a start that fails (refused,
+        or a build that ends Failed) is retried as a start, never by stopping again."""
+        model = restart.model_id
+        where = f"Domino model {model}/{version}"
+        last = ""
+        attempts = 0
+        try:
+            for attempts in range(1, hook.attempts + 1):
+                try:
+                    await api.start(model, version)
+                    state = await self._until(
+                        api,
+                        model,
+                        version,
+                        lambda d: d.running,
+                        restart.start_timeout,
+                        restart.poll_interval,
+                        fail_on_stopped=True,
+                    )
+                    if state.running:
+                        return _result(
+                            "success",
+                            f"{where} stopped and started: {state} (auth: {api.auth})",
+                            attempts,
+                            f"{model}/{version}",
+                        )
+                    last = f"{where} is {state} after the start"
+                except DominoBusyError as exc:
+                    last = str(exc)
+                if attempts < hook.attempts:
+                    delay = self._backoff * 2 ** (attempts - 1)
+                    log.warning("%s: start failed, starting again in %.0fs: %s", where, delay, last)
+                    await asyncio.sleep(delay)
+            last = f"{hook.attempts} start attempts failed: {last}"
+        except HookError as exc:
+            last = str(exc)
+        return _result(
+            "error", f"{where} LEFT STOPPED: {last}", attempts, f"{model}/{version}", stopped=True
+        )
 
     async def _steps(self, hook: HookSettings, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """One Domino call, retried with backoff while Domino is busy."""

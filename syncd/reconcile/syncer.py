@@ -27,12 +27,12 @@ from syncd.core.ids import safe_relative_path
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject, Span, WantedBy
 from syncd.errors import (
     ChecksumMismatchError,
-    LocalStoreError,
     SourceMissingError,
     UnsafeKeyError,
     primary_error,
 )
 from syncd.local.resume import ResumeState
+from syncd.local.staging import discard_build, local_failure, prepare_staging, publish_build
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, damaged_spans
 from syncd.metrics import Metrics
@@ -136,18 +136,7 @@ class Syncer:
         plan = await self._plan(store, manifest, listing, distrust)
         if plan.noop:
             assert manifest is not None
-            if wanted not in manifest.wanted_by:
-
-                def add_wanted(current: Manifest | None) -> Manifest | None:
-                    if current is None or wanted in current.wanted_by:
-                        return None
-                    return replace(current, wanted_by=(*current.wanted_by, wanted))
-
-                await to_completion(
-                    asyncio.to_thread(store.update_manifest, desired.run_id, add_wanted)
-                )
-            if recorded:  # nothing the record names is still wrong (or still listed)
-                await to_completion(asyncio.to_thread(store.damage.clear, desired.run_id, recorded))
+            await self._already_in_place(store, manifest, wanted, recorded)
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
         build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
@@ -166,6 +155,23 @@ class Syncer:
             )
             outcome = replace(outcome, healed=dict(plan.heal))
         return outcome
+
+    async def _already_in_place(
+        self, store: LocalStore, manifest: Manifest, wanted: WantedBy, recorded: Suspicion
+    ) -> None:
+        """Nothing to fetch: the folder is recorded as wanted this way too, and the damage a
+        verify recorded is cleared (nothing it names is still wrong, or still listed)."""
+        run_id = manifest.run_id
+        if wanted not in manifest.wanted_by:
+
+            def add_wanted(current: Manifest | None) -> Manifest | None:
+                if current is None or wanted in current.wanted_by:
+                    return None
+                return replace(current, wanted_by=(*current.wanted_by, wanted))
+
+            await to_completion(asyncio.to_thread(store.update_manifest, run_id, add_wanted))
+        if recorded:
+            await to_completion(asyncio.to_thread(store.damage.clear, run_id, recorded))
 
     async def _plan(
         self,
@@ -198,34 +204,11 @@ class Syncer:
         _announce(build, progress)
         staging = await to_completion(asyncio.to_thread(store.resume_staging, run_id))
         resume = store.resume_state(run_id)
-        resumed = await asyncio.to_thread(resume.bytes_on_disk)
-        if resumed:
-            log.info(
-                "%s: resuming an interrupted sync of run %s: %.1f of %.1f MB already on disk "
-                "(re-checked, not fetched again)",
-                build.target,
-                run_id,
-                resumed / 1e6,
-                progress.total_bytes / 1e6,
-            )
+        await _say_if_resumed(build, resume, progress)
         published = interrupted = False
         try:
-            vanished = await to_completion(
-                asyncio.to_thread(
-                    _prepare_staging, staging, store.run_dir(run_id), build.listing, plan
-                )
-            )
-            if vanished:
-                log.warning(
-                    "%s: %s vanished while run %s was being rebuilt: fetching instead",
-                    build.target,
-                    ", ".join(sorted(vanished)),
-                    run_id,
-                )
-                plan = fetch_instead(plan, vanished, build.listing)
-                build = replace(build, plan=plan)
-                progress.total_files = len(plan.fetch) + len(plan.patch)
-                progress.total_bytes = plan.fetch_bytes
+            build = await _staged(build, staging, progress)
+            plan = build.plan
             entries = await self._transfer(build, staging, resume, progress)
             new_manifest = Manifest(
                 run_id=run_id,
@@ -240,13 +223,15 @@ class Syncer:
             # simulation found a cancelled sync's publish still running while the next sync
             # of the same run began).
             await to_completion(
-                asyncio.to_thread(_publish, store, staging, new_manifest, resume, build.manifest)
+                asyncio.to_thread(
+                    publish_build, store, staging, new_manifest, resume, build.manifest
+                )
             )
             published = True
         except OSError as exc:
             if exc.errno not in _LOCAL_ERRNOS:
                 raise
-            raise _local_failure(store, exc, progress.total_bytes) from exc
+            raise local_failure(store, exc, progress.total_bytes) from exc
         except asyncio.CancelledError:
             # Stopped (SIGTERM): keep what is on disk so the next start fetches only the rest.
             # Nothing half-built is ever published: it stays in staging.
@@ -256,7 +241,7 @@ class Syncer:
             if not published and not interrupted:
                 # A failed build is not trusted: start clean next time. Shielded from
                 # cancellation so it always completes.
-                await to_completion(asyncio.to_thread(_discard_build, store, staging, resume))
+                await to_completion(asyncio.to_thread(discard_build, store, staging, resume))
         self._account(build, new_manifest)
         return SyncOutcome(
             "synced",
@@ -360,6 +345,40 @@ def _announce(build: _Build, progress: SyncProgress) -> None:
     )
 
 
+async def _say_if_resumed(build: _Build, resume: ResumeState, progress: SyncProgress) -> None:
+    resumed = await asyncio.to_thread(resume.bytes_on_disk)
+    if resumed:
+        log.info(
+            "%s: resuming an interrupted sync of run %s: %.1f of %.1f MB already on disk "
+            "(re-checked, not fetched again)",
+            build.target,
+            build.desired.run_id,
+            resumed / 1e6,
+            progress.total_bytes / 1e6,
+        )
+
+
+async def _staged(build: _Build, staging: Path, progress: SyncProgress) -> _Build:
+    """Staging prepared from the published folder; files that vanished from it since the
+    plan was made (a folder deleted mid-repair) are fetched instead."""
+    folder = build.store.run_dir(build.desired.run_id)
+    vanished = await to_completion(
+        asyncio.to_thread(prepare_staging, staging, folder, build.listing, build.plan)
+    )
+    if not vanished:
+        return build
+    log.warning(
+        "%s: %s vanished while run %s was being rebuilt: fetching instead",
+        build.target,
+        ", ".join(sorted(vanished)),
+        build.desired.run_id,
+    )
+    plan = fetch_instead(build.plan, vanished, build.listing)
+    progress.total_files = len(plan.fetch) + len(plan.patch)
+    progress.total_bytes = plan.fetch_bytes
+    return replace(build, plan=plan)
+
+
 def _healed(path: str, reason: str, plan: FolderPlan) -> str:
     patch = plan.patch.get(path)
     if patch is None:
@@ -377,107 +396,12 @@ def _damaged_spans_or_none(path: Path, entry: FileEntry) -> tuple[Span, ...] | N
         return None
 
 
-def _local_failure(store: LocalStore, exc: OSError, needed: int) -> LocalStoreError:
-    # A full disk, a quota, a read-only or failing volume: one clear line that names the root
-    # and the need; the failed build is discarded by the caller, freeing its space.
-    where = Path(exc.filename).name if exc.filename else "the dataset"
-    return LocalStoreError(
-        f"{store.root}: {os.strerror(exc.errno or 0).lower()} while writing {where} "
-        f"(this sync needs {needed} bytes there)"
-    )
-
-
 def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy, ...]:
     previous = manifest.wanted_by if manifest else ()
     return previous if wanted in previous else (*previous, wanted)
-
-
-def _prepare_staging(
-    staging: Path, folder: Path, listing: list[RemoteObject], plan: FolderPlan
-) -> set[str]:
-    """Staging holds the listing's files only: kept files linked from the published folder,
-    files to patch copied from it (the published ones stay untouched until the swap).
-
-    Returns the files that vanished from the published folder since the plan was made (a
-    folder deleted mid-repair): the caller fetches those instead."""
-    # A build interrupted earlier may hold files the source no longer has: never publish those.
-    _prune(staging, {obj.path for obj in listing})
-    vanished = set()
-    for path in [*plan.reuse, *plan.patch]:
-        destination = staging / path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.unlink(missing_ok=True)
-        try:
-            if path in plan.reuse:
-                os.link(folder / path, destination)
-            else:
-                _copy_file(folder / path, destination)
-        except FileNotFoundError:
-            vanished.add(path)
-    return vanished
-
-
-def _copy_file(source: Path, destination: Path) -> None:
-    """A private copy, never through a symlink; `copy_file_range` lets the filesystem share
-    or offload the blocks where it can."""
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        dst = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            remaining = os.fstat(src).st_size
-            while remaining:
-                copied = os.copy_file_range(src, dst, remaining)
-                if not copied:
-                    raise OSError(errno.EIO, "short copy", str(source))
-                remaining -= copied
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
-
-
-def _publish(
-    store: LocalStore,
-    staging: Path,
-    manifest: Manifest,
-    resume: ResumeState,
-    previous: Manifest | None,
-) -> None:
-    store.flush(staging)
-    known = {entry.path for entry in previous.files} if previous is not None else None
-    store.publish(staging, manifest.run_id, owned=previous is not None, known=known)
-
-    def carry_over(current: Manifest | None) -> Manifest:
-        # What others recorded meanwhile (hooks run, wanted by) survives the rebuild.
-        if current is None:
-            return manifest
-        wanted = (
-            *current.wanted_by,
-            *(w for w in manifest.wanted_by if w not in current.wanted_by),
-        )
-        return replace(manifest, wanted_by=wanted, hooks=current.hooks)
-
-    store.update_manifest(manifest.run_id, carry_over)
-    resume.clear()
 
 
 def _s3(location: Location) -> S3Location:
     # Only ranged S3 reads record range checksums, so only S3 files are ever patched.
     assert isinstance(location, S3Location)
     return location
-
-
-def _prune(staging: Path, wanted: set[str]) -> None:
-    """Delete files under `staging` that are not in `wanted` (relative paths), and the
-    folders that leaves empty (children come before their parents in reverse order)."""
-    for path in sorted(staging.rglob("*"), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            if not any(path.iterdir()):
-                path.rmdir()
-        elif path.relative_to(staging).as_posix() not in wanted:
-            path.unlink()
-
-
-def _discard_build(store: LocalStore, staging: Path, resume: ResumeState) -> None:
-    store.discard(staging)
-    resume.clear()

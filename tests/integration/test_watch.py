@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.local.store import exchange_paths
+from syncd.local.swap import exchange_paths
 from syncd.local.watch import RootWatcher
 from tests.support.daemon import eventually
 

@@ -1,0 +1,113 @@
+"""A run folder's build on disk: staging prepared from the published folder, published
+with its manifest, or discarded (blocking; the syncer calls these in worker threads)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from syncd.core.folder_plan import FolderPlan
+from syncd.core.manifest import Manifest, RemoteObject
+from syncd.errors import LocalStoreError
+from syncd.local.resume import ResumeState
+from syncd.local.store import LocalStore
+from syncd.local.swap import flush, publish
+
+__all__ = ["discard_build", "local_failure", "prepare_staging", "publish_build"]
+
+
+def local_failure(store: LocalStore, exc: OSError, needed: int) -> LocalStoreError:
+    # A full disk, a quota, a read-only or failing volume: one clear line that names the root
+    # and the need; the failed build is discarded by the caller, freeing its space.
+    where = Path(exc.filename).name if exc.filename else "the dataset"
+    return LocalStoreError(
+        f"{store.root}: {os.strerror(exc.errno or 0).lower()} while writing {where} "
+        f"(this sync needs {needed} bytes there)"
+    )
+
+
+def prepare_staging(
+    staging: Path, folder: Path, listing: list[RemoteObject], plan: FolderPlan
+) -> set[str]:
+    """Staging holds the listing's files only: kept files linked from the published folder,
+    files to patch copied from it (the published ones stay untouched until the swap).
+
+    Returns the files that vanished from the published folder since the plan was made (a
+    folder deleted mid-repair): the caller fetches those instead."""
+    # A build interrupted earlier may hold files the source no longer has: never publish those.
+    prune(staging, {obj.path for obj in listing})
+    vanished = set()
+    for path in [*plan.reuse, *plan.patch]:
+        destination = staging / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.unlink(missing_ok=True)
+        try:
+            if path in plan.reuse:
+                os.link(folder / path, destination)
+            else:
+                copy_file(folder / path, destination)
+        except FileNotFoundError:
+            vanished.add(path)
+    return vanished
+
+
+def copy_file(source: Path, destination: Path) -> None:
+    """A private copy, never through a symlink; `copy_file_range` lets the filesystem share
+    or offload the blocks where it can."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        dst = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            remaining = os.fstat(src).st_size
+            while remaining:
+                copied = os.copy_file_range(src, dst, remaining)
+                if not copied:
+                    raise OSError(errno.EIO, "short copy", str(source))
+                remaining -= copied
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def publish_build(
+    store: LocalStore,
+    staging: Path,
+    manifest: Manifest,
+    resume: ResumeState,
+    previous: Manifest | None,
+) -> None:
+    flush(staging)
+    known = {entry.path for entry in previous.files} if previous is not None else None
+    publish(store, staging, manifest.run_id, owned=previous is not None, known=known)
+
+    def carry_over(current: Manifest | None) -> Manifest:
+        # What others recorded meanwhile (hooks run, wanted by) survives the rebuild.
+        if current is None:
+            return manifest
+        wanted = (
+            *current.wanted_by,
+            *(w for w in manifest.wanted_by if w not in current.wanted_by),
+        )
+        return replace(manifest, wanted_by=wanted, hooks=current.hooks)
+
+    store.update_manifest(manifest.run_id, carry_over)
+    resume.clear()
+
+
+def prune(staging: Path, wanted: set[str]) -> None:
+    """Delete files under `staging` that are not in `wanted` (relative paths), and the
+    folders that leaves empty (children come before their parents in reverse order)."""
+    for path in sorted(staging.rglob("*"), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.relative_to(staging).as_posix() not in wanted:
+            path.unlink()
+
+
+def discard_build(store: LocalStore, staging: Path, resume: ResumeState) -> None:
+    store.discard(staging)
+    resume.clear()
