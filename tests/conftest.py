@@ -79,6 +79,13 @@ def mlflow_server(moto_server: MotoServer, server_logs: Path) -> Iterator[Mlflow
     server.stop()
 
 
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, mlflow_server: MlflowServer) -> pytest.MonkeyPatch:
+    """The environment a user's shell has: MLFLOW_TRACKING_URI pointing at the test server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    return monkeypatch
+
+
 @pytest.fixture(scope="session")
 def proxied_mlflow_server(moto_server: MotoServer, server_logs: Path) -> Iterator[MlflowServer]:
     """`--serve-artifacts`: runs record mlflow-artifacts:/ URIs, as Domino's do."""

@@ -13,9 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from syncd.app.service import check_port_free
 from syncd.errors import SyncdError
+
+if TYPE_CHECKING:
+    from syncd.settings import Settings
 
 __all__ = ["run_demo", "write_sample_model"]
 
@@ -129,13 +133,25 @@ def run_demo(workdir: Path | None, port: int, once: bool, *, keep: bool = False)
         signal.signal(signal.SIGTERM, previous)
 
 
+def _demo_settings(root: Path, port: int) -> Settings:
+    from syncd.settings import load_settings
+
+    target = {"name": "prod", "root": str(root), "alias": "production", "models": [MODEL]}
+    return load_settings(
+        overrides={
+            "poll_interval": "5s",
+            "targets": [target],
+            "http": {"host": "127.0.0.1", "port": port},
+        }
+    )
+
+
 def _run(workdir: Path, port: int, once: bool) -> int:
     import boto3
 
     from syncd.app.embedded import MlflowServer, MotoServer
     from syncd.app.service import run_service
     from syncd.publish import publish_model
-    from syncd.settings import load_settings
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
@@ -159,20 +175,7 @@ def _run(workdir: Path, port: int, once: bool) -> int:
                 flush=True,
             )
             root = workdir / "llm-models"
-            settings = load_settings(
-                overrides={
-                    "poll_interval": "5s",
-                    "targets": [
-                        {
-                            "name": "prod",
-                            "root": str(root),
-                            "alias": "production",
-                            "models": [MODEL],
-                        }
-                    ],
-                    "http": {"host": "127.0.0.1", "port": port},
-                }
-            )
+            settings = _demo_settings(root, port)
             print(
                 f"  daemon: status page http://127.0.0.1:{port}/  metrics /metrics  "
                 f"JSON /api/status\n  watch {root}/{published.parent_run_id} appear "

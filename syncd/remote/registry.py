@@ -185,10 +185,6 @@ class MlflowRegistry:
                 state.errors[ref.model] = result
         return state
 
-    async def desired(self, target: TargetSettings) -> DesiredState:
-        """A target's desired state from a fresh listing (one-off callers and tests)."""
-        return await self.wanted(target, await self.list_models())
-
     # ---- one-shot lookups (syncd sync) ---------------------------------------------------------
 
     async def version_ref(self, model: str, version: str) -> ModelVersionRef:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pytest
@@ -17,12 +16,6 @@ import pytest
 from syncd.app.cli import main
 from syncd.pyfunc import model_folder
 from tests.support.models import publish, unique_name
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, mlflow_server: Any) -> pytest.MonkeyPatch:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    return monkeypatch
 
 
 def test_endpoint_loads_the_version_from_the_synced_folder(

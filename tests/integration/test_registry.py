@@ -9,11 +9,18 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from syncd.app.runtime import open_runtime
+from syncd.app.runtime import Runtime, open_runtime
 from syncd.errors import RegistryError, ResolutionError
+from syncd.remote.registry import DesiredState
 from syncd.settings import TargetSettings
 from tests.support.models import publish, publish_without_context, unique_name
 from tests.support.runtime import make_settings
+
+
+async def wanted_now(runtime: Runtime, settings: TargetSettings) -> DesiredState:
+    """A target's desired state from a fresh listing, as one poll takes it."""
+    registry = runtime.registry
+    return await registry.wanted(settings, await registry.list_models())
 
 
 def target(models: list[str], **kwargs: Any) -> TargetSettings:
@@ -31,7 +38,7 @@ async def test_context_resolves_to_the_parent_run(
     source = MlflowClient(mlflow_server.url).get_model_version(name, published.version).source
     assert source.startswith("models:/m-" if layout == "mlflow3" else "s3://")
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        state = await runtime.registry.desired(target([name]))
+        state = await wanted_now(runtime, target([name]))
     (desired,) = state.models
     assert state.errors == {}
     assert desired.run_id == published.parent_run_id
@@ -49,8 +56,8 @@ async def test_stage_and_globs(mlflow_server: Any, tmp_path: Path) -> None:
     client.transition_model_version_stage(f"{prefix}-a", first.version, "Production")
     client.transition_model_version_stage(f"{prefix}-b", second.version, "Staging")
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        production = await runtime.registry.desired(target([f"{prefix}-*"], stage="Production"))
-        staging = await runtime.registry.desired(target([f"{prefix}-?"], stage="Staging"))
+        production = await wanted_now(runtime, target([f"{prefix}-*"], stage="Production"))
+        staging = await wanted_now(runtime, target([f"{prefix}-?"], stage="Staging"))
     assert [d.model for d in production.models] == [f"{prefix}-a"]
     assert production.models[0].ref.selector == "stage Production"
     assert [d.run_id for d in staging.models] == [second.parent_run_id]
@@ -60,7 +67,7 @@ async def test_models_without_the_alias_are_not_wanted(mlflow_server: Any, tmp_p
     name = unique_name()
     publish(mlflow_server.url, tmp_path, name, alias="staging", shard_mib=(1,))
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        state = await runtime.registry.desired(target([name, unique_name("missing")]))
+        state = await wanted_now(runtime, target([name, unique_name("missing")]))
     assert state.models == []
     assert state.errors == {}
 
@@ -69,7 +76,7 @@ async def test_parent_tag_when_context_is_missing(mlflow_server: Any, tmp_path: 
     name = unique_name()
     holder, _ = publish_without_context(mlflow_server.url, tmp_path, name, nested=True)
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        (desired,) = (await runtime.registry.desired(target([name]))).models
+        (desired,) = (await wanted_now(runtime, target([name]))).models
     assert (desired.run_id, desired.basis) == (holder, "parent_tag")
 
 
@@ -77,7 +84,7 @@ async def test_version_run_when_nothing_else(mlflow_server: Any, tmp_path: Path)
     name = unique_name()
     holder, _ = publish_without_context(mlflow_server.url, tmp_path, name, nested=False)
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        (desired,) = (await runtime.registry.desired(target([name]))).models
+        (desired,) = (await wanted_now(runtime, target([name]))).models
     assert (desired.run_id, desired.basis) == (holder, "version_run")
 
 
@@ -86,7 +93,7 @@ async def test_foreign_parent_refused_unless_allowed(mlflow_server: Any, tmp_pat
     name = unique_name("thief")
     publish(mlflow_server.url, tmp_path, name, shard_mib=(1,), context_run_id=victim.parent_run_id)
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        state = await runtime.registry.desired(target([name]))
+        state = await wanted_now(runtime, target([name]))
     assert state.models == []
     error = state.errors[name]
     assert isinstance(error, ResolutionError)
@@ -95,7 +102,7 @@ async def test_foreign_parent_refused_unless_allowed(mlflow_server: Any, tmp_pat
     assert f"{name} version 1" in str(error)
     relaxed = make_settings(mlflow_server.url, resolution={"allow_foreign_parent": True})
     async with open_runtime(relaxed) as runtime:
-        (desired,) = (await runtime.registry.desired(target([name]))).models
+        (desired,) = (await wanted_now(runtime, target([name]))).models
     assert desired.run_id == victim.parent_run_id
 
 
@@ -106,7 +113,7 @@ async def test_context_naming_a_non_run_id_refused(
     name = unique_name()
     publish(mlflow_server.url, tmp_path, name, shard_mib=(1,), context_run_id=bad)
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        state = await runtime.registry.desired(target([name]))
+        state = await wanted_now(runtime, target([name]))
     assert state.models == []
     assert "is not a 32-hex run id" in str(state.errors[name])
 
@@ -118,7 +125,7 @@ async def test_one_broken_model_does_not_hide_the_others(
     good = publish(mlflow_server.url, tmp_path, f"{prefix}-good", shard_mib=(1,))
     publish(mlflow_server.url, tmp_path, f"{prefix}-bad", shard_mib=(1,), context_run_id="nope")
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        state = await runtime.registry.desired(target([f"{prefix}-*"]))
+        state = await wanted_now(runtime, target([f"{prefix}-*"]))
     assert [d.run_id for d in state.models] == [good.parent_run_id]
     assert list(state.errors) == [f"{prefix}-bad"]
 
@@ -128,7 +135,7 @@ async def test_deleted_parent_run_refused(mlflow_server: Any, tmp_path: Path) ->
     published = publish(mlflow_server.url, tmp_path, name, shard_mib=(1,))
     MlflowClient(mlflow_server.url).delete_run(published.parent_run_id)
     async with open_runtime(make_settings(mlflow_server.url)) as runtime:
-        state = await runtime.registry.desired(target([name]))
+        state = await wanted_now(runtime, target([name]))
     assert "is deleted" in str(state.errors[name])
 
 
@@ -138,7 +145,7 @@ async def test_registry_down_is_one_clear_error(moto_server: Any) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     async with open_runtime(make_settings(dead)) as runtime:
         with pytest.raises(RegistryError) as caught:
-            await runtime.registry.desired(target(["*"]))
+            await wanted_now(runtime, target(["*"]))
     assert str(caught.value) == (
         f"MLflow at {dead}: search_registered_models: connection refused (is it running?)"
     )

@@ -20,12 +20,6 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
     }
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, mlflow_server: Any) -> pytest.MonkeyPatch:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    return monkeypatch
-
-
 @pytest.mark.parametrize(
     "planted",
     [
