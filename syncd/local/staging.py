@@ -13,7 +13,6 @@ from syncd.core.manifest import Manifest, RemoteObject
 from syncd.errors import LocalStoreError
 from syncd.local.resume import ResumeState
 from syncd.local.store import LocalStore
-from syncd.local.swap import flush, publish
 
 __all__ = ["discard_build", "local_failure", "prepare_staging", "publish_build"]
 
@@ -79,9 +78,9 @@ def publish_build(
     resume: ResumeState,
     previous: Manifest | None,
 ) -> None:
-    flush(staging)
+    store.flush(staging)
     known = {entry.path for entry in previous.files} if previous is not None else None
-    publish(store, staging, manifest.run_id, owned=previous is not None, known=known)
+    store.publish(staging, manifest.run_id, owned=previous is not None, known=known)
 
     def carry_over(current: Manifest | None) -> Manifest:
         # What others recorded meanwhile (hooks run, wanted by) survives the rebuild.

@@ -18,8 +18,9 @@ from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError
 from syncd.local.damage import DamageLog
 from syncd.local.resume import ResumeState
+from syncd.local.swap import extra_entries, flush, publish
 
-__all__ = ["LocalStore", "extra_entries"]
+__all__ = ["LocalStore"]
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,6 @@ _MANIFEST_LOCKS_GUARD = threading.Lock()
 def _manifest_lock(root: Path, run_id: str) -> threading.Lock:
     with _MANIFEST_LOCKS_GUARD:
         return _MANIFEST_LOCKS.setdefault((str(root), run_id), threading.Lock())
-
-
-def extra_entries(folder: Path, listed: set[str]) -> list[str]:
-    """Files and links under `folder` that are not in `listed` (folders that only hold listed
-    files are not entries); symlinks are never followed."""
-    extras = []
-    for current, folders, files in os.walk(folder, followlinks=False):
-        base = Path(current).relative_to(folder)
-        if base == Path("."):
-            # syncd's own bookkeeping where the destination is the run folder (`syncd fetch`)
-            folders[:] = [d for d in folders if d != ".syncd"]
-        for name in files + [d for d in folders if (Path(current) / d).is_symlink()]:
-            relative = (base / name).as_posix()
-            if relative not in listed:
-                extras.append(relative)
-    return extras
 
 
 class LocalStore:
@@ -299,3 +284,14 @@ class LocalStore:
             raise LocalStoreError(
                 f"not enough space under {self.root}: need {needed} bytes, {free} free"
             )
+
+    def flush(self, staging: Path) -> None:
+        """Make a built folder's data durable before it is published (`swap.flush`)."""
+        flush(staging)
+
+    def publish(
+        self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
+    ) -> None:
+        """Make `staging` the published folder of `run_id` in one rename (`swap.publish`);
+        a store with another layout (`FlatStore`) publishes its own way."""
+        publish(self, staging, run_id, owned=owned, known=known)

@@ -9,11 +9,14 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd.errors import LocalStoreError
-from syncd.local.store import LocalStore, extra_entries
 
-__all__ = ["exchange_paths", "flush", "publish"]
+if TYPE_CHECKING:
+    from syncd.local.store import LocalStore
+
+__all__ = ["exchange_paths", "extra_entries", "flush", "publish"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,22 @@ def exchange_paths(first: Path, second: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(first))
+
+
+def extra_entries(folder: Path, listed: set[str]) -> list[str]:
+    """Files and links under `folder` that are not in `listed` (folders that only hold listed
+    files are not entries); symlinks are never followed."""
+    extras = []
+    for current, folders, files in os.walk(folder, followlinks=False):
+        base = Path(current).relative_to(folder)
+        if base == Path("."):
+            # syncd's own bookkeeping where the destination is the run folder (`syncd fetch`)
+            folders[:] = [d for d in folders if d != ".syncd"]
+        for name in files + [d for d in folders if (Path(current) / d).is_symlink()]:
+            relative = (base / name).as_posix()
+            if relative not in listed:
+                extras.append(relative)
+    return extras
 
 
 def _fsync_directory(path: Path) -> None:

@@ -53,8 +53,9 @@ class Controller:
         status: StatusBoard,
         metrics: Metrics,
         hooks: HookRunner,
+        queue: WorkQueue | None = None,
     ) -> None:
-        self.queue = WorkQueue()
+        self.queue = queue if queue is not None else WorkQueue()  # an empty queue is falsy
         self._targets = targets
         self._pointers = pointers
         self._roots = roots
@@ -82,6 +83,17 @@ class Controller:
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def idle(self) -> None:
+        """Until nothing is queued, being worked on, or checking or firing hooks in the
+        background (what tests and the simulation wait for)."""
+        while True:
+            await self.queue.join()
+            if not self._background:
+                if not len(self.queue):
+                    return
+                continue
+            await asyncio.wait(list(self._background))
 
     def cancel_background(self) -> None:
         for task in list(self._background):
@@ -154,8 +166,13 @@ class Controller:
 
     def _act_on(self, key: Key, found: bool, why: str) -> None:
         desired = self._pointers.get(key)
-        if desired is None or self.queue.is_active(key):
-            return  # a sync in progress re-reads everything when it is done
+        if desired is None:
+            return
+        if self.queue.is_active(key):
+            # A sync of this key is under way, maybe for what was wanted before: it is done
+            # again once that one ends (the queue marks it dirty), against what is wanted now.
+            self.queue.add(key)
+            return
         if not found:
             log.info("%s: %s: run %s needs a sync", key.target, why, key.run_id)
             self.queue.add(key)
@@ -196,9 +213,14 @@ class Controller:
             self._metrics.sync_duration.labels(target=key.target).observe(
                 time.monotonic() - started
             )
-            self._failed(key, desired, exc)
+            if self._pointers.get(key) == desired:
+                self._failed(key, desired, exc)
             return
         outcome = replace(outcome, seconds=time.monotonic() - started)
+        if self._pointers.get(key) != desired:
+            # The pointer moved while this synced (away, or here another way): the result
+            # answers a question no longer asked. The change queued the key again.
+            return
         if outcome.result == "synced":
             self._metrics.sync_duration.labels(target=key.target).observe(outcome.seconds)
         self.queue.forget(key)
@@ -207,6 +229,11 @@ class Controller:
         self._status.in_place(key, desired, outcome)
         if (outcome.result == "synced" and not outcome.healed) or moved:
             self._after_in_place(key, desired, outcome)
+        elif key not in self._hooks_looked_at:
+            # First in place since start-up, healed or found so: a move made while syncd was
+            # down still fires, whatever the folder needed (the simulation found a rollback
+            # made during a restart that never fired because the folder needed a heal).
+            self._after_in_place(key, desired, outcome, adopt=True)
 
     def _failed(self, key: Key, desired: DesiredModel, exc: Exception) -> None:
         if isinstance(exc, SyncdError):

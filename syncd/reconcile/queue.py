@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = ["Key", "WorkQueue", "requeue_delay"]
 
@@ -27,6 +29,14 @@ def requeue_delay(failures: int, base: float = 1.0, cap: float = 300.0) -> float
     return random.uniform(full / 2, full)
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+# call `callback` after `delay` seconds (the event loop's call_later; a fake clock in tests)
+Later = Callable[[float, Callable[[], None]], Timer]
+
+
 class WorkQueue:
     """A FIFO of keys where a key is queued at most once.
 
@@ -37,13 +47,14 @@ class WorkQueue:
     bring it back, so a poll or sweep every few seconds never defeats the backoff.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, later: Later | None = None) -> None:
+        self._later = later
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
-        self._delayed: dict[Key, asyncio.TimerHandle] = {}
+        self._delayed: dict[Key, Timer] = {}
         self._terminal: set[Key] = set()
 
     def add(self, key: Key) -> None:
@@ -64,8 +75,8 @@ class WorkQueue:
         self._failures[key] = self._failures.get(key, 0) + 1
         delay = requeue_delay(self._failures[key])
         if key not in self._delayed:
-            loop = asyncio.get_running_loop()
-            self._delayed[key] = loop.call_later(delay, self._add_delayed, key)
+            later = self._later or asyncio.get_running_loop().call_later
+            self._delayed[key] = later(delay, lambda: self._add_delayed(key))
         return delay
 
     def _add_delayed(self, key: Key) -> None:

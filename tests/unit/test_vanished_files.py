@@ -8,7 +8,6 @@ from pathlib import Path
 from syncd.core.folder_plan import FolderPlan, fetch_instead
 from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.local.staging import prepare_staging as _prepare_staging
-from syncd.local.swap import publish
 
 
 def entry(path: str, size: int) -> FileEntry:
@@ -52,7 +51,7 @@ def test_an_extra_file_in_a_published_folder_is_set_aside_on_rebuild(tmp_path: P
     staging = store.staging / f"{run}.resume"
     staging.mkdir()
     (staging / "kept.bin").write_bytes(b"k")
-    publish(store, staging, run, owned=True, known={"kept.bin"})
+    store.publish(staging, run, owned=True, known={"kept.bin"})
     assert sorted(p.name for p in published.iterdir()) == ["kept.bin"]
     (kept,) = store.quarantine.rglob("planted.txt")
     assert kept.read_bytes() == b"someone's"

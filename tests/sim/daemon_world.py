@@ -1,0 +1,701 @@
+"""A deterministic simulation of the whole daemon: triggers, pointers, controller, syncer.
+
+The real `Triggers`, `Pointers`, `Controller` (its `WorkQueue` on a fake clock), `Roots` with
+their writer locks, `Syncer`, `Downloader` and `LocalStore`, and the real `MlflowRegistry`
+resolving versions through `tests/support/fake_registry.py` (MLflow's own entities), over
+the in-memory object store and a real folder. A seeded schedule drives it: alias moves,
+rollbacks and new versions; objects replaced or deleted at the source; requests failing;
+files and folders deleted or rotted under the root; the registry down; a full disk; the
+daemon stopped at any await point (everything cancelled) and started again over the same
+root; a second daemon over the same root; webhooks, sweeps, deep verify, time passing.
+
+Invariants after every step:
+- every published run folder holds exactly its manifest's files, each with the bytes its
+  recorded check names (unless the schedule damaged it since, until syncd publishes it again);
+- nothing outside the root is created or changed; a folder syncd did not create is kept;
+- no worker died and no internal error was logged;
+- only one daemon holds the root, and the one that does not changes nothing in it;
+- hooks run once per move: never twice in a row for the same version of a model.
+After the faults stop: every model's serving folder matches its source, the page says so,
+and the last hook run for each model names the version its alias points at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncd.core.manifest import Manifest
+from syncd.local.store import LocalStore
+from syncd.metrics import Metrics
+from syncd.reconcile.controller import Controller
+from syncd.reconcile.hooks import HookEvent, HookResult, HookRunner
+from syncd.reconcile.pointers import Pointers
+from syncd.reconcile.queue import Key, WorkQueue
+from syncd.reconcile.roots import Roots
+from syncd.reconcile.status import StatusBoard
+from syncd.reconcile.syncer import Syncer
+from syncd.reconcile.triggers import Triggers
+from syncd.remote.registry import MlflowRegistry
+from syncd.remote.retry import RetryPolicy
+from syncd.remote.source import Sources
+from syncd.settings import HookSettings, Settings, load_settings
+from syncd.transfer.engine import Downloader
+from tests.support.fake_registry import FakeMlflowClient
+from tests.support.fake_store import FakeObjectStore, StoredObject
+
+KiB = 1 << 10
+MODELS = ("m1", "m2")
+FAULTS = ("503", "429", "412", "short", "wrong", "long", "404")
+KINDS = (
+    "settle",
+    "settle",
+    "settle",
+    "tick",
+    "tick",
+    "move",
+    "move",
+    "new_version",
+    "webhook",
+    "fault",
+    "fault",
+    "replace_object",
+    "delete_object",
+    "delete_file",
+    "flip_byte",
+    "delete_folder",
+    "sweep",
+    "remote_check",
+    "deep_verify",
+    "registry_down",
+    "disk_full",
+    "restart",
+    "kill",
+    "second_writer",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    pick: int
+    turns: int = 0
+
+
+def schedule(seed: int, length: int) -> list[Event]:
+    rng = random.Random(seed)
+    return [
+        Event(rng.choice(KINDS), rng.randrange(1 << 16), rng.randrange(1, 200))
+        for _ in range(length)
+    ]
+
+
+class InvariantError(AssertionError):
+    pass
+
+
+class FakeClock:
+    """The queue's timers on simulated time: `advance` fires what falls due, in order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[_Timer] = []
+
+    def later(self, delay: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(self.now + delay, callback)
+        self._timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> int:
+        self.now += seconds
+        due = sorted((t for t in self._timers if t.when <= self.now), key=lambda t: t.when)
+        self._timers = [t for t in self._timers if t.when > self.now]
+        fired = 0
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback()
+                fired += 1
+        return fired
+
+
+@dataclass
+class _Timer:
+    when: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class RecordingHooks(HookRunner):
+    """The hook runner with every hook answered at once and recorded (the run_once logic,
+    the manifests' move records and the controller's decisions are the real ones)."""
+
+    def __init__(self, fired: list[tuple[str, str, str]], settings: Settings) -> None:
+        super().__init__(settings.domino)
+        self._fired = fired
+
+    async def run(self, hooks: list[HookSettings], event: HookEvent) -> list[HookResult]:
+        self._fired.append((event.model, event.version, event.run_id))
+        return [HookResult("command", "success", "recorded", 1, time.time())]
+
+
+class _Errors(logging.Handler):
+    """Internal errors logged anywhere under `syncd` (a traceback is a bug)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or "internal error" in record.getMessage():
+            self.seen.append(record.getMessage())
+
+
+class SimDaemon:
+    """One daemon process's parts over the shared registry, store and root."""
+
+    def __init__(self, world: World) -> None:
+        settings = world.settings
+        self.metrics = Metrics()
+        self.status = StatusBoard(self.metrics, [t.name for t in settings.targets])
+        self.roots = Roots(settings.targets, self.metrics, self.status, 5.0)
+        retry = RetryPolicy(3, self.metrics, _no_sleep)
+        sources = Sources(world.store, None, None, retry)  # type: ignore[arg-type]
+        self.downloader = Downloader(settings.s3, world.store, self.metrics, sleep=_no_sleep)
+        registry = MlflowRegistry(
+            "http://sim", settings.resolution, sources.read_uri, client=world.client
+        )
+        pointers = Pointers(settings.poll_interval)
+        self.controller = Controller(
+            {t.name: t for t in settings.targets},
+            pointers,
+            self.roots,
+            Syncer(sources, self.downloader, self.metrics),
+            self.status,
+            self.metrics,
+            RecordingHooks(world.fired, settings),
+            WorkQueue(world.clock.later),
+        )
+        self.triggers = Triggers(
+            settings, registry, pointers, self.controller, self.roots, self.status, self.metrics
+        )
+        self.pointers = pointers
+        self._workers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for rs in self.roots:
+            await asyncio.to_thread(rs.store.prepare)
+            await self.triggers.try_lock(rs)
+        self._workers = [asyncio.create_task(self.controller.worker()) for _ in range(2)]
+
+    @property
+    def writes(self) -> bool:
+        return all(rs.lock.held for rs in self.roots)
+
+    def dead_workers(self) -> list[str]:
+        return [repr(t.exception()) for t in self._workers if t.done() and not t.cancelled()]
+
+    async def stop(self) -> None:
+        """Everything cancelled wherever it is (SIGTERM, or a kill the lock outlives not)."""
+        for task in self._workers:
+            task.cancel()
+        self.controller.cancel_background()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.sleep(0)
+        self.roots.release_all()
+        self.downloader.close()
+
+    async def settle(self) -> None:
+        await self.triggers.poll_once()
+        await asyncio.wait_for(self.controller.idle(), 60)
+
+
+@dataclass
+class World:
+    base: Path
+    rng: random.Random
+    store: FakeObjectStore = field(default_factory=FakeObjectStore)
+    client: FakeMlflowClient = field(default_factory=FakeMlflowClient)
+    clock: FakeClock = field(default_factory=FakeClock)
+    fired: list[tuple[str, str, str]] = field(default_factory=list)
+    checks: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    # (run, path) -> the inode the schedule damaged: its bytes are not syncd's until it
+    # writes that file anew (a flip that keeps size and mtime is found only by a deep verify)
+    tainted: dict[tuple[str, str], int] = field(default_factory=dict)
+    disk_full: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = self.base / "root"
+        self.outside = self.base / "outside"
+        self.outside.mkdir()
+        (self.outside / "precious.txt").write_text("not syncd's")
+        self.root.mkdir()
+        (self.root / "hand-copied").mkdir()
+        (self.root / "hand-copied" / "weights.bin").write_bytes(b"someone's")
+        self.settings = load_settings(
+            overrides={
+                "targets": [
+                    {
+                        "name": "sim",
+                        "root": str(self.root),
+                        "alias": "production",
+                        "models": list(MODELS),
+                        "after_sync": [{"command": ["true"]}],
+                    }
+                ],
+                "s3": {
+                    "part_size": "32KiB",
+                    "chunk_size": "8KiB",
+                    "max_attempts": 3,
+                    "threaded_reads": False,
+                },
+                "gc_grace": "1s",
+                "keep_previous": 1,
+            }
+        )
+        for model in MODELS:
+            for _ in range(2):
+                self._add_version(model)
+            self.client.set_alias(model, "production", "1")
+        self.errors = _Errors()
+        logging.getLogger("syncd").addHandler(self.errors)
+        self.daemon: SimDaemon | None = None
+
+    # ---- the registry and the source -----------------------------------------------------------
+
+    def _run_id(self) -> str:
+        return f"{self.rng.getrandbits(128):032x}"
+
+    def _add_version(self, model: str) -> str:
+        parent, child = self._run_id(), self._run_id()
+        self.client.add_run(parent, f"s3://b/{parent}")
+        self.client.add_run(child, f"s3://b/{child}", parent=parent)
+        context = json.dumps({"run_id": parent}).encode()
+        self.store.put("b", f"{child}/model/model_context.json", context)
+        for index in range(self.rng.randrange(1, 4)):
+            self._put(parent, f"model/shard-{index}.bin", self.rng.randrange(1, 160) * KiB)
+        self._put(parent, "model/config.json", 60)
+        version = str(len(self.client.versions.get(model, {})) + 1)
+        self.client.add_version(model, version, child, f"s3://b/{child}/model")
+        return version
+
+    def _put(self, run: str, path: str, size: int) -> None:
+        multipart = size > 64 * KiB and self.rng.random() < 0.5
+        self.store.put(
+            "b", f"{run}/{path}", self.rng.randbytes(size), 32 * KiB if multipart else None
+        )
+
+    def serving(self, model: str) -> tuple[str, str]:
+        """(version, parent run) the alias points at now."""
+        version = self.client.aliases[model]["production"]
+        child = self.client.versions[model][version].run_id
+        parent = self.client.runs[child][1]
+        assert parent is not None
+        return version, parent
+
+    def source(self, run: str) -> dict[str, bytes]:
+        prefix = f"b/{run}/model/"
+        return {
+            name[len(prefix) :]: obj.data
+            for name, obj in self.store.objects.items()
+            if name.startswith(prefix)
+        }
+
+    def folder(self, run: str) -> dict[str, bytes] | None:
+        path = self.root / run
+        if path.is_symlink() or not path.is_dir():
+            return None
+        return {
+            p.relative_to(path).as_posix(): p.read_bytes()
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and not p.is_symlink()
+        }
+
+    # ---- steps ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> SimDaemon:
+        assert self.daemon is not None
+        return self.daemon
+
+    async def start(self) -> None:
+        self.daemon = SimDaemon(self)
+        await self.daemon.start()
+
+    async def step(self, event: Event) -> None:
+        self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
+        outside = self._outside()
+        await getattr(self, f"_{event.kind}")(event)
+        self._check(outside)
+
+    async def _settle(self, event: Event) -> None:
+        with self._full_disk():
+            await self.running.settle()
+
+    async def _tick(self, event: Event) -> None:
+        self.clock.advance(1 + event.pick % 400)  # backoffs run out; their keys come back
+        await asyncio.wait_for(self.running.controller.idle(), 60)
+
+    async def _move(self, event: Event) -> None:
+        model = MODELS[event.pick % len(MODELS)]
+        versions = sorted(self.client.versions[model], key=int)
+        self.client.set_alias(model, "production", versions[event.pick % len(versions)])
+
+    async def _new_version(self, event: Event) -> None:
+        model = MODELS[event.pick % len(MODELS)]
+        version = self._add_version(model)
+        if event.pick % 2:
+            self.client.set_alias(model, "production", version)
+
+    async def _webhook(self, event: Event) -> None:
+        await self._move(event)
+        model = MODELS[event.pick % len(MODELS)]
+        await self.running.triggers.refresh_model(model)
+        await asyncio.wait_for(self.running.controller.idle(), 60)
+
+    def _serving_names(self, event: Event) -> tuple[str, list[str]]:
+        _, run = self.serving(MODELS[event.pick % len(MODELS)])
+        return run, sorted(self.source(run))
+
+    async def _fault(self, event: Event) -> None:
+        _, names = self._serving_names(event)
+        if names:
+            self.store.fail(names[event.pick % len(names)], FAULTS[event.pick % len(FAULTS)])  # type: ignore[arg-type]
+
+    async def _replace_object(self, event: Event) -> None:
+        run, names = self._serving_names(event)
+        if names:
+            self._put(
+                run, f"model/{names[event.pick % len(names)]}", self.rng.randrange(1, 160) * KiB
+            )
+
+    async def _delete_object(self, event: Event) -> None:
+        run, names = self._serving_names(event)
+        if len(names) > 1:
+            del self.store.objects[f"b/{run}/model/{names[event.pick % len(names)]}"]
+
+    def _taint(self, path: Path) -> None:
+        run, relative = (
+            path.relative_to(self.root).parts[0],
+            path.relative_to(self.root / path.relative_to(self.root).parts[0]).as_posix(),
+        )
+        self.tainted[(run, relative)] = path.stat().st_ino
+
+    def _published(self) -> list[str]:
+        manifests = LocalStore(self.root).manifests_on_disk()
+        return sorted(m.run_id for m in manifests if (self.root / m.run_id).is_dir())
+
+    def _files_of(self, event: Event) -> list[Path]:
+        runs = self._published()
+        if not runs:
+            return []
+        run = runs[event.pick % len(runs)]
+        return sorted(p for p in (self.root / run).rglob("*") if p.is_file())
+
+    async def _delete_file(self, event: Event) -> None:
+        files = self._files_of(event)
+        if files:
+            files[event.pick % len(files)].unlink()
+
+    async def _flip_byte(self, event: Event) -> None:
+        files = [p for p in self._files_of(event) if p.stat().st_size]
+        if not files:
+            return
+        path = files[event.pick % len(files)]
+        self._taint(path)
+        before = path.stat()
+        with path.open("r+b") as handle:
+            handle.seek(event.pick % before.st_size)
+            byte = handle.read(1)
+            handle.seek(event.pick % before.st_size)
+            handle.write(bytes([byte[0] ^ 0x20]))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # rot lstat cannot see
+
+    async def _delete_folder(self, event: Event) -> None:
+        runs = self._published()
+        if runs:
+            shutil.rmtree(self.root / runs[event.pick % len(runs)])
+
+    async def _sweep(self, event: Event) -> None:
+        await self.running.triggers.sweep()
+        await asyncio.wait_for(self.running.controller.idle(), 60)
+
+    async def _remote_check(self, event: Event) -> None:
+        """One pass of the remote check: every folder in place compared with its source."""
+        controller = self.running.controller
+        for key in sorted(controller.in_place):
+            controller.enqueue(key)
+        await asyncio.wait_for(controller.idle(), 60)
+
+    async def _deep_verify(self, event: Event) -> None:
+        await self.running.triggers.deep_verify()
+        await asyncio.wait_for(self.running.controller.idle(), 60)
+
+    async def _registry_down(self, event: Event) -> None:
+        self.client.down = True
+        try:
+            await self.running.settle()
+        finally:
+            self.client.down = False
+
+    async def _disk_full(self, event: Event) -> None:
+        self.disk_full = True
+        try:
+            await self._settle(event)
+        finally:
+            self.disk_full = False
+
+    async def _restart(self, event: Event) -> None:
+        await self.running.stop()
+        await self.start()
+        await self.running.settle()
+
+    async def _kill(self, event: Event) -> None:
+        """Stopped at an arbitrary await point of a pass (a move first, so there is work)."""
+        await self._move(event)
+        work = asyncio.create_task(self.running.settle())
+        for _ in range(event.turns):
+            if work.done():
+                break
+            await asyncio.sleep(0)
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        await self.running.stop()
+        self._check_published()
+        await self.start()
+
+    async def _second_writer(self, event: Event) -> None:
+        """Another daemon over the same root while this one runs: it must stand by."""
+        await self._move(event)
+        second = SimDaemon(self)
+        await second.start()
+        before = _tree(self.root)
+        try:
+            if second.writes:
+                raise InvariantError("a second daemon took the lock of a root already held")
+            await second.settle()
+            if _tree(self.root) != before:
+                raise InvariantError("a daemon standing by changed the root")
+            if any(f.state not in ("standby",) for f in second.status.folders.values()):
+                raise InvariantError("a daemon standing by shows folders as other than standby")
+        finally:
+            await second.stop()
+        await self.running.settle()
+
+    @contextmanager
+    def _full_disk(self) -> Iterator[None]:
+        if not self.disk_full:
+            yield
+            return
+        real = os.posix_fallocate
+
+        def no_space(fd: int, offset: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        os.posix_fallocate = no_space
+        try:
+            yield
+        finally:
+            os.posix_fallocate = real
+
+    # ---- invariants ----------------------------------------------------------------------------
+
+    def _outside(self) -> dict[str, str]:
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in self.outside.iterdir()
+            if p.is_file()
+        }
+
+    def _check(self, outside: dict[str, str]) -> None:
+        self.checks += 1
+        if self._outside() != outside or len(list(self.outside.iterdir())) != 1:
+            raise InvariantError("something outside the root was created or changed")
+        hand = self.root / "hand-copied" / "weights.bin"
+        if not hand.is_file() or hand.read_bytes() != b"someone's":
+            raise InvariantError("a folder syncd did not create was touched")
+        dead = self.running.dead_workers()
+        if dead:
+            raise InvariantError(f"a worker died: {dead[0]}")
+        if self.errors.seen:
+            raise InvariantError(f"an internal error was logged: {self.errors.seen[0]}")
+        self._check_published()
+        self._check_hooks()
+
+    def _check_published(self) -> None:
+        """Every published folder holds its manifest's files with their recorded bytes."""
+        for manifest in LocalStore(self.root).manifests_on_disk():
+            run = manifest.run_id
+            folder = self.root / run
+            if not folder.is_dir():
+                continue
+            self.checks += 1
+            damaged = {
+                path
+                for (r, path), inode in self.tainted.items()
+                if r == run and _inode(folder / path) == inode
+            }
+            problem = _unlike_manifest(folder, manifest, damaged)
+            if problem:
+                raise InvariantError(f"published run {run[:6]}: {problem}")
+
+    def _check_hooks(self) -> None:
+        last: dict[str, tuple[str, str]] = {}
+        for model, version, run in self.fired:
+            if last.get(model) == (version, run):
+                raise InvariantError(f"hooks ran twice in a row for {model} v{version}")
+            last[model] = (version, run)
+
+    async def converge(self, rounds: int = 6) -> int:
+        """Faults gone: every serving folder in place, exact, shown, its move announced."""
+        self.store.faults.clear()
+        # The operator asks again (SIGHUP): what a 404 or a refusal parked is tried once more.
+        self.running.controller.queue.retry_now()
+        for attempt in range(1, rounds + 1):
+            await self.running.settle()
+            await self._remote_check(Event("remote_check", 0))
+            await self.running.triggers.deep_verify()
+            await asyncio.wait_for(self.running.controller.idle(), 60)
+            self.clock.advance(600)  # every backoff over
+            await asyncio.wait_for(self.running.controller.idle(), 60)
+            if self._converged():
+                self._check(self._outside())
+                return attempt
+        raise InvariantError(f"no convergence within {rounds} passes: {self._why_not()}")
+
+    def _converged(self) -> bool:
+        return not self._why_not()
+
+    def _why_not(self) -> str:
+        for model in MODELS:
+            version, run = self.serving(model)
+            have, want = self.folder(run), self.source(run)
+            if have != want:
+                status = self.running.status.folders.get(Key("sim", run))
+                differ = sorted(
+                    p for p in {*(have or {}), *want} if (have or {}).get(p) != want.get(p)
+                )
+                shown = f"{status.state}: {status.error}" if status else "not on the page"
+                return f"{model} v{version} run {run[:6]} unlike its source ({differ}; {shown})"
+            status = self.running.status.folders.get(Key("sim", run))
+            if status is None or status.state != "synced":
+                return f"{model} v{version}: page says {status.state if status else 'nothing'}"
+            fired = [f for f in self.fired if f[0] == model]
+            if not fired or fired[-1][1:] != (version, run):
+                return f"{model}: last hook run {fired[-1] if fired else None}, serving v{version}"
+        return ""
+
+    def close(self) -> None:
+        logging.getLogger("syncd").removeHandler(self.errors)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.lstat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _unlike_manifest(folder: Path, manifest: Manifest, damaged: set[str]) -> str:
+    present = {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()
+    }
+    listed = {entry.path for entry in manifest.files}
+    if present != listed:
+        return f"files {sorted(present ^ listed)} differ from its manifest"
+    for entry in manifest.files:
+        if entry.path in damaged:
+            continue  # the schedule's own rot, still in place: not syncd's bytes
+        data = (folder / entry.path).read_bytes()
+        if len(data) != entry.size:
+            return f"{entry.path} has {len(data)} bytes, its manifest {entry.size}"
+        if entry.etag is not None:
+            part = entry.part_size if entry.etag and "-" in entry.etag else None
+            if StoredObject(data, part).etag != entry.etag:
+                return f"{entry.path} does not hash to its recorded ETag"
+    return ""
+
+
+def _tree(root: Path) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith(".syncd/lock"):
+            continue  # the standby daemon opens the lock file to try it
+        stat = path.lstat()
+        found[relative] = (stat.st_mode, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@dataclass
+class Outcome:
+    seed: int
+    events: int
+    checks: int
+    counts: dict[str, int]
+    hooks: int = 0
+    failure: str | None = None
+    failed_at: int | None = None
+    converged_in: int | None = None
+
+
+async def _play(seed: int, events: list[Event]) -> Outcome:
+    with tempfile.TemporaryDirectory(prefix="syncd-dsim-") as scratch:
+        world = World(Path(scratch), random.Random(seed))
+        outcome = Outcome(seed, len(events), 0, world.counts)
+        try:
+            await world.start()
+            await world.running.settle()
+            for index, event in enumerate(events):
+                outcome.failed_at = index
+                await world.step(event)
+            outcome.failed_at = len(events)
+            outcome.converged_in = await world.converge()
+            outcome.failed_at = None
+        except InvariantError as exc:
+            outcome.failure = str(exc)
+        except Exception as exc:  # anything not an invariant is a bug of syncd or the world
+            outcome.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            outcome.checks, outcome.hooks = world.checks, len(world.fired)
+            if world.daemon is not None:
+                await world.daemon.stop()
+            world.close()
+        return outcome
+
+
+def play(seed: int, events: list[Event] | None = None, length: int = 30) -> Outcome:
+    return asyncio.run(_play(seed, events if events is not None else schedule(seed, length)))
+
+
+def shrink(seed: int, events: list[Event]) -> list[Event]:
+    current = list(events)
+    changed = True
+    while changed:
+        changed = False
+        for index in range(len(current)):
+            trial = current[:index] + current[index + 1 :]
+            if play(seed, trial).failure is not None:
+                current, changed = trial, True
+                break
+    return current
