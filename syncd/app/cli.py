@@ -84,7 +84,8 @@ async def _after_sync(
     desired: DesiredModel,
     seconds: float,
 ) -> int:
-    from syncd.reconcile.hooks import HookRunner, fire_once
+    from syncd.reconcile.hooks import HookRunner
+    from syncd.reconcile.moves import fire_once
 
     results = await fire_once(
         HookRunner(settings.domino), store, target.name, target.after_sync, desired, seconds

@@ -98,6 +98,8 @@ class HookRecord:
 
     `adopted` marks a folder found already serving when hooks were first configured (or a
     first start): recorded so later moves are told apart, with nothing run for it.
+    `finished` is False from when the move is recorded until its hooks have all returned: a
+    record left unfinished means syncd stopped mid-hook, and the hooks run again.
     """
 
     target: str
@@ -107,6 +109,7 @@ class HookRecord:
     at: float
     results: tuple[HookRun, ...] = ()
     adopted: bool = False
+    finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ def _hook_record(document: Mapping[str, Any]) -> HookRecord:
         at=float(document.get("at", 0.0)),
         results=results,
         adopted=bool(document.get("adopted", False)),
+        finished=bool(document.get("finished", True)),  # records before 0.3 were written once
     )
 
 

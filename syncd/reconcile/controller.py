@@ -18,7 +18,8 @@ from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError, is_terminal
 from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
-from syncd.reconcile.hooks import HookRunner, fire_once
+from syncd.reconcile.hooks import HookRunner
+from syncd.reconcile.moves import fire_once
 from syncd.reconcile.pointers import Change, Pointers
 from syncd.reconcile.queue import Key, WorkQueue
 from syncd.reconcile.roots import Roots

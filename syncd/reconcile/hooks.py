@@ -16,19 +16,16 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Literal, TypeVar
 
 import aiohttp
 
-from syncd.core.manifest import HookRecord, HookRun, last_move
 from syncd.errors import HookError
-from syncd.local.store import LocalStore
 from syncd.remote.domino import Deployment, DominoApi, DominoBusyError
-from syncd.remote.registry import DesiredModel
 from syncd.settings import DominoRestartHook, DominoSettings, HookSettings, WebhookHook
 
-__all__ = ["HookEvent", "HookResult", "HookRunner", "fire_once", "signature"]
+__all__ = ["HookEvent", "HookResult", "HookRunner", "signature"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -367,71 +364,6 @@ class HookRunner:
         if process.returncode != 0:
             raise _Retry(f"{command[0]} exited with {process.returncode}: {text[-300:]}")
         return f"{command[0]} exited 0"
-
-
-async def fire_once(
-    runner: HookRunner,
-    store: LocalStore,
-    target: str,
-    hooks: list[HookSettings],
-    desired: DesiredModel,
-    seconds: float,
-    *,
-    adopt: bool = False,
-) -> list[HookResult] | None:
-    """Run the hooks for a move that put this version in place for serving; None when the
-    newest move recorded for (target, model) in the root is already this one.
-
-    `adopt` (a folder found in place at start-up): a move made while syncd was down fires,
-    but where nothing was ever recorded the folder is adopted silently, never restarted.
-    The move is recorded in the run's manifest before the hooks run and again after, so a
-    crash mid-hook never fires the same move twice.
-    """
-    if not hooks:
-        return None
-    manifests = await asyncio.to_thread(store.manifests_on_disk)
-    mine = next((m for m in manifests if m.run_id == desired.run_id), None)
-    if mine is None:
-        return None
-    newest = last_move(manifests, target, desired.model)
-    if (
-        newest is not None
-        and newest[0] == desired.run_id
-        and newest[1].version == desired.ref.version
-    ):
-        return None
-    record = HookRecord(
-        target, desired.model, desired.ref.version, desired.ref.selector, time.time()
-    )
-    if adopt and newest is None:
-        await asyncio.to_thread(_record, store, desired.run_id, replace(record, adopted=True))
-        return None
-    checks: dict[str, int] = {}
-    for file in mine.files:
-        checks[file.verified_by] = checks.get(file.verified_by, 0) + 1
-    event = HookEvent(
-        target=target,
-        model=desired.model,
-        version=desired.ref.version,
-        pointer=desired.ref.selector,
-        run_id=desired.run_id,
-        folder=str(store.run_dir(desired.run_id)),
-        bytes=mine.total_bytes,
-        files=len(mine.files),
-        seconds=seconds,
-        verified_by=checks,
-    )
-    await asyncio.to_thread(_record, store, desired.run_id, record)
-    results = await runner.run(hooks, event)
-    runs = tuple(HookRun(r.kind, r.result, r.detail, r.attempts) for r in results)
-    await asyncio.to_thread(_record, store, desired.run_id, replace(record, results=runs))
-    return results
-
-
-def _record(store: LocalStore, run_id: str, record: HookRecord) -> None:
-    store.update_manifest(
-        run_id, lambda current: None if current is None else current.with_hook_record(record)
-    )
 
 
 def _raise_for(status: int, what: str) -> None:

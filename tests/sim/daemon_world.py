@@ -32,7 +32,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,7 @@ from tests.support.fake_registry import FakeMlflowClient
 from tests.support.fake_store import FakeObjectStore, StoredObject
 
 KiB = 1 << 10
+STOPPED = ("", "", "stopped")  # in the hook record: a daemon stopped here
 MODELS = ("m1", "m2")
 FAULTS = ("503", "429", "412", "short", "wrong", "long", "404")
 KINDS = (
@@ -195,6 +196,7 @@ class SimDaemon:
             settings, registry, pointers, self.controller, self.roots, self.status, self.metrics
         )
         self.pointers = pointers
+        self._fired = world.fired
         self._workers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -212,6 +214,7 @@ class SimDaemon:
 
     async def stop(self) -> None:
         """Everything cancelled wherever it is (SIGTERM, or a kill the lock outlives not)."""
+        self._fired.append(STOPPED)
         for task in self._workers:
             task.cancel()
         self.controller.cancel_background()
@@ -237,7 +240,7 @@ class World:
     counts: dict[str, int] = field(default_factory=dict)
     # (run, path) -> the inode the schedule damaged: its bytes are not syncd's until it
     # writes that file anew (a flip that keeps size and mtime is found only by a deep verify)
-    tainted: dict[tuple[str, str], int] = field(default_factory=dict)
+    tainted: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     disk_full: bool = False
 
     def __post_init__(self) -> None:
@@ -341,7 +344,7 @@ class World:
     async def step(self, event: Event) -> None:
         self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
         outside = self._outside()
-        await getattr(self, f"_{event.kind}")(event)
+        await _within(getattr(self, f"_{event.kind}")(event), f"a {event.kind} step")
         self._check(outside)
 
     async def _settle(self, event: Event) -> None:
@@ -391,11 +394,10 @@ class World:
             del self.store.objects[f"b/{run}/model/{names[event.pick % len(names)]}"]
 
     def _taint(self, path: Path) -> None:
-        run, relative = (
-            path.relative_to(self.root).parts[0],
-            path.relative_to(self.root / path.relative_to(self.root).parts[0]).as_posix(),
-        )
-        self.tainted[(run, relative)] = path.stat().st_ino
+        """Note damage the schedule does to a published file: (folder inode, file inode)."""
+        folder = self.root / path.relative_to(self.root).parts[0]
+        key = (folder.name, path.relative_to(folder).as_posix())
+        self.tainted[key] = (folder.lstat().st_ino, path.lstat().st_ino)
 
     def _published(self) -> list[str]:
         manifests = LocalStore(self.root).manifests_on_disk()
@@ -411,7 +413,9 @@ class World:
     async def _delete_file(self, event: Event) -> None:
         files = self._files_of(event)
         if files:
-            files[event.pick % len(files)].unlink()
+            path = files[event.pick % len(files)]
+            self._taint(path)
+            path.unlink()
 
     async def _flip_byte(self, event: Event) -> None:
         files = [p for p in self._files_of(event) if p.stat().st_size]
@@ -548,19 +552,24 @@ class World:
             self.checks += 1
             damaged = {
                 path
-                for (r, path), inode in self.tainted.items()
-                if r == run and _inode(folder / path) == inode
+                for (r, path), inodes in self.tainted.items()
+                if r == run and _still_damaged(folder, path, inodes)
             }
             problem = _unlike_manifest(folder, manifest, damaged)
             if problem:
                 raise InvariantError(f"published run {run[:6]}: {problem}")
 
     def _check_hooks(self) -> None:
+        """Once per move: never twice in a row for one version, but across a stop (which may
+        land mid-hook: those hooks run again at the next start, at least once)."""
         last: dict[str, tuple[str, str]] = {}
         for model, version, run in self.fired:
-            if last.get(model) == (version, run):
+            if (model, version, run) == STOPPED:
+                last.clear()
+            elif last.get(model) == (version, run):
                 raise InvariantError(f"hooks ran twice in a row for {model} v{version}")
-            last[model] = (version, run)
+            else:
+                last[model] = (version, run)
 
     async def converge(self, rounds: int = 6) -> int:
         """Faults gone: every serving folder in place, exact, shown, its move announced."""
@@ -596,13 +605,37 @@ class World:
             status = self.running.status.folders.get(Key("sim", run))
             if status is None or status.state != "synced":
                 return f"{model} v{version}: page says {status.state if status else 'nothing'}"
-            fired = [f for f in self.fired if f[0] == model]
+            fired = [f for f in self.fired if f[0] == model and f != STOPPED]
             if not fired or fired[-1][1:] != (version, run):
                 return f"{model}: last hook run {fired[-1] if fired else None}, serving v{version}"
         return ""
 
     def close(self) -> None:
         logging.getLogger("syncd").removeHandler(self.errors)
+
+
+async def _within(job: Coroutine[Any, Any, None], what: str, seconds: float = 120) -> None:
+    """Liveness: a step that does not end is a failure, with what every task waits on."""
+    task = asyncio.ensure_future(job)
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if task in done:
+        return task.result()
+    stuck = []
+    for other in asyncio.all_tasks():
+        if other is asyncio.current_task():
+            continue
+        frames = other.get_stack(limit=3)
+        where = " < ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames)
+        stuck.append(f"{other.get_name()}: {where}")
+    task.cancel()
+    raise InvariantError(f"{what} did not end within {seconds:.0f}s; tasks: {'; '.join(stuck)}")
+
+
+def _still_damaged(folder: Path, path: str, inodes: tuple[int, int]) -> bool:
+    """The schedule's damage is still there: the same file, or (deleted) the same folder,
+    which syncd has not published anew since."""
+    file = _inode(folder / path)
+    return file == inodes[1] or (file is None and _inode(folder) == inodes[0])
 
 
 def _inode(path: Path) -> int | None:
@@ -617,7 +650,7 @@ def _unlike_manifest(folder: Path, manifest: Manifest, damaged: set[str]) -> str
         p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()
     }
     listed = {entry.path for entry in manifest.files}
-    if present != listed:
+    if present | damaged != listed | damaged:
         return f"files {sorted(present ^ listed)} differ from its manifest"
     for entry in manifest.files:
         if entry.path in damaged:
@@ -641,6 +674,10 @@ def _tree(root: Path) -> dict[str, Any]:
         stat = path.lstat()
         found[relative] = (stat.st_mode, stat.st_size, stat.st_mtime_ns)
     return found
+
+
+async def _wait(task: asyncio.Future[Any]) -> None:
+    await task
 
 
 async def _no_sleep(_: float) -> None:
@@ -670,14 +707,17 @@ async def _play(seed: int, events: list[Event]) -> Outcome:
                 outcome.failed_at = index
                 await world.step(event)
             outcome.failed_at = len(events)
-            outcome.converged_in = await world.converge()
+            converging = asyncio.ensure_future(world.converge())
+            await _within(_wait(converging), "convergence", 300)
+            outcome.converged_in = converging.result()
             outcome.failed_at = None
         except InvariantError as exc:
             outcome.failure = str(exc)
         except Exception as exc:  # anything not an invariant is a bug of syncd or the world
             outcome.failure = f"{type(exc).__name__}: {exc}"
         finally:
-            outcome.checks, outcome.hooks = world.checks, len(world.fired)
+            outcome.checks = world.checks
+            outcome.hooks = len([f for f in world.fired if f != STOPPED])
             if world.daemon is not None:
                 await world.daemon.stop()
             world.close()
