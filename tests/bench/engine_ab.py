@@ -1,0 +1,116 @@
+"""A/B of the data path: this checkout against another commit, same server, runs alternating.
+
+`python -m tests.bench.engine_ab --base REF [--gib 3] [--rounds 3]` checks REF out into a
+scratch worktree, serves `--gib` 1 GiB objects (uploaded as MLflow's boto3 does: 8 MiB parts)
+from `rclone serve s3`, and times `python -m tests.bench.fetch` (the syncer's one-shot path
+without the registry) from each tree in turn, size-only and verified, under `/usr/bin/time`.
+It prints each run and the medians of wall time and CPU seconds per GiB: a refactor of the
+engine shows here whether it cost anything before the full benchmark is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from boto3.s3.transfer import TransferConfig
+
+from tests.bench.bench import KEY, SECRET, s3_client, start_rclone, tools
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = "a" * 32
+GiB = 1 << 30
+
+
+def upload(client: object, work: Path, count: int) -> None:
+    parts = TransferConfig(
+        multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=10
+    )
+    for index in range(count):
+        source = work / f"shard-{index}"
+        with source.open("wb") as handle:
+            for _ in range(GiB // (64 << 20)):
+                handle.write(os.urandom(64 << 20))
+        key = f"runs/{RUN}/model/shard-{index}.bin"
+        client.upload_file(str(source), "models", key, Config=parts)  # type: ignore[attr-defined]
+        source.unlink()
+
+
+def one(tree: Path, endpoint: str, root: Path, verify: str) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of one fetch from `tree`."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "SYNCD_S3__ENDPOINT_URL": endpoint}
+    uri = f"s3://models/runs/{RUN}/model"
+    command = ["/usr/bin/time", "-f", "%U %S %M", sys.executable, "-m", "tests.bench.fetch"]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*command, uri, str(root), RUN, verify],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - started
+    user, system, rss = done.stderr.strip().splitlines()[-1].split()
+    return wall, float(user) + float(system), int(rss) / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", required=True, help="the commit to compare with")
+    parser.add_argument("--gib", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    work = Path(tempfile.mkdtemp(prefix="syncd-ab-", dir=os.environ.get("SYNCD_BENCH_DIR")))
+    base = work / "base"
+    git = ["git", "-C", str(REPO), "worktree"]
+    subprocess.run([*git, "add", "-f", str(base), args.base], check=True)
+    (work / "rclone").mkdir()
+    server, endpoint = start_rclone(tools(), work / "rclone", work / "rclone.log")
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    try:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="models")
+        upload(client, work, args.gib)
+        for round_ in range(args.rounds):
+            for verify in ("size", "checksum"):
+                for label, tree in (("base", base), ("this", REPO)):
+                    os.sync()
+                    time.sleep(1)
+                    wall, cpu, rss = one(tree, endpoint, work / "root", verify)
+                    shutil.rmtree(work / "root", ignore_errors=True)
+                    results.setdefault((verify, label), []).append((wall, cpu, rss))
+                    print(
+                        f"round {round_ + 1} {verify:8} {label}: {wall:.2f} s, "
+                        f"{cpu / args.gib:.2f} CPU s/GiB, {rss:.0f} MB",
+                        flush=True,
+                    )
+    finally:
+        server.terminate()
+        server.wait()
+        subprocess.run([*git, "remove", "--force", str(base)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nmedians of {args.rounds}, {args.gib} x 1 GiB, base {args.base}:")
+    for (verify, label), rows in sorted(results.items()):
+        wall = statistics.median(r[0] for r in rows)
+        cpu = statistics.median(r[1] for r in rows) / args.gib
+        rss = max(r[2] for r in rows)
+        print(f"  {verify:8} {label}: {wall:.2f} s, {cpu:.2f} CPU s/GiB, {rss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
