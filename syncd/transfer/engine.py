@@ -113,13 +113,17 @@ class Downloader:
         proxy: MlflowArtifactProxy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         writeback: Writeback | None = None,
+        io: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`reader`: how bytes are read (default: `default_reader` over `store` and `proxy`);
+        `io`: the pool for file work and hashing (default: one of its own, closed with it)."""
         self._settings = settings
         self._store = store
         self._observer: TransferObserver = observer or NullObserver()
         self._retry = RetryPolicy(settings.max_attempts, self._observer, sleep)
         self._requests = asyncio.Semaphore(settings.max_concurrency)
-        self._io = ThreadPoolExecutor(
+        self._owns_io = io is None
+        self._io = io or ThreadPoolExecutor(
             max_workers=max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="syncd-io"
         )
         self._reader = reader or default_reader(settings, store, proxy, self._io)
@@ -128,7 +132,8 @@ class Downloader:
     def close(self) -> None:
         self._writeback.close()
         self._reader.close()
-        self._io.shutdown(wait=False, cancel_futures=True)
+        if self._owns_io:
+            self._io.shutdown(wait=False, cancel_futures=True)
 
     async def download(
         self,

@@ -52,7 +52,7 @@ from syncd.reconcile.triggers import Triggers
 from syncd.remote.registry import MlflowRegistry
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.source import Sources
-from syncd.settings import HookSettings, Settings, load_settings
+from syncd.settings import HookSettings, load_settings
 from syncd.transfer.engine import Downloader
 from tests.support.fake_registry import FakeMlflowClient
 from tests.support.fake_store import FakeObjectStore, StoredObject
@@ -69,6 +69,7 @@ KINDS = (
     "tick",
     "move",
     "move",
+    "move_mid_sync",
     "new_version",
     "webhook",
     "fault",
@@ -85,6 +86,7 @@ KINDS = (
     "disk_full",
     "restart",
     "kill",
+    "kill_mid_hook",
     "second_writer",
 )
 
@@ -143,15 +145,22 @@ class _Timer:
 
 
 class RecordingHooks(HookRunner):
-    """The hook runner with every hook answered at once and recorded (the run_once logic,
-    the manifests' move records and the controller's decisions are the real ones)."""
+    """The hook runner with every hook answered at once and recorded when it returns (the
+    once-per-move logic, the manifests' move records and the controller's decisions are the
+    real ones). With `world.hold_hooks`, the next hook hangs until its daemon is stopped: an
+    endpoint restart under way when SIGTERM lands."""
 
-    def __init__(self, fired: list[tuple[str, str, str]], settings: Settings) -> None:
-        super().__init__(settings.domino)
-        self._fired = fired
+    def __init__(self, world: World) -> None:
+        super().__init__(world.settings.domino)
+        self._world = world
 
     async def run(self, hooks: list[HookSettings], event: HookEvent) -> list[HookResult]:
-        self._fired.append((event.model, event.version, event.run_id))
+        world = self._world
+        if world.hold_hooks:
+            world.hold_hooks = False
+            world.held.set()
+            await asyncio.Event().wait()  # until cancelled
+        world.fired.append((event.model, event.version, event.run_id))
         return [HookResult("command", "success", "recorded", 1, time.time())]
 
 
@@ -189,7 +198,7 @@ class SimDaemon:
             Syncer(sources, self.downloader, self.metrics),
             self.status,
             self.metrics,
-            RecordingHooks(world.fired, settings),
+            RecordingHooks(world),
             WorkQueue(world.clock.later),
         )
         self.triggers = Triggers(
@@ -242,6 +251,8 @@ class World:
     # writes that file anew (a flip that keeps size and mtime is found only by a deep verify)
     tainted: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     disk_full: bool = False
+    hold_hooks: bool = False
+    held: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.root = self.base / "root"
@@ -480,6 +491,36 @@ class World:
             await asyncio.sleep(0)
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
+        await self.running.stop()
+        self._check_published()
+        await self.start()
+
+    async def _move_mid_sync(self, event: Event) -> None:
+        """A pointer that moves again while the sync of its last move is under way."""
+        await self._move(event)
+        work = asyncio.create_task(self.running.settle())
+        for _ in range(event.turns):
+            if work.done():
+                break
+            await asyncio.sleep(0)
+        model = MODELS[event.pick % len(MODELS)]
+        versions = sorted(self.client.versions[model], key=int)
+        self.client.set_alias(model, "production", versions[(event.pick // 7) % len(versions)])
+        await self.running.triggers.poll_once()
+        await asyncio.wait_for(work, 60)
+        await asyncio.wait_for(self.running.controller.idle(), 60)
+
+    async def _kill_mid_hook(self, event: Event) -> None:
+        """Stopped while a move's hooks run (a move first, so there is one)."""
+        self.hold_hooks, self.held = True, asyncio.Event()
+        await self._move(event)
+        work = asyncio.create_task(self.running.settle())
+        held = asyncio.create_task(self.held.wait())
+        await asyncio.wait([work, held], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        for task in (work, held):
+            task.cancel()
+        await asyncio.gather(work, held, return_exceptions=True)
+        self.hold_hooks = False
         await self.running.stop()
         self._check_published()
         await self.start()

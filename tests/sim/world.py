@@ -295,14 +295,18 @@ class World:
 
     def _plant_symlink(self, event: Event) -> None:
         """A link where syncd writes: into its staging, its manifests, or a run folder."""
+        staging = self.root / ".syncd" / "staging" / f"{self.pointer}.resume"
         places = [
-            self.root / ".syncd" / "staging" / f"{self.pointer}.resume",
+            staging,
             self.root / ".syncd" / "manifests" / f"{self.pointer}.json",
+            staging / "part-0.bin",  # where the next build writes that file
             self.root / self.pointer / "config.json",
         ]
         if not self._ours():
-            places = places[:2]
+            places = places[:3]
         place = places[event.pick % len(places)]
+        if any(parent.is_symlink() for parent in place.parents):
+            return  # inside a link planted earlier: that would plant it outside the root
         if place.exists() or place.is_symlink():
             if place.is_dir() and not place.is_symlink():
                 shutil.rmtree(place)
