@@ -148,9 +148,16 @@ def reader(root: Path, outside: Path, until: Path, report: Path) -> None:
 
 
 def _touched(root: Path, run_id: str) -> set[str]:
-    """Files the chaos driver damaged on purpose (it notes them before it acts)."""
+    """Files the chaos driver damaged on purpose in the folder as it is now (it notes them,
+    with the folder's inode, before it acts): a folder syncd has since swapped in anew is
+    checked in full again."""
     notes = root.parent / "touched" / run_id
-    return set(notes.read_text().splitlines()) if notes.exists() else set()
+    try:
+        inode = (root / run_id).stat().st_ino
+        lines = notes.read_text().splitlines()
+    except FileNotFoundError:
+        return set()
+    return {path for path, _, at in (line.rpartition("\t") for line in lines) if at == str(inode)}
 
 
 def _settled(manifest_path: Path, folder: Path) -> bool:
@@ -231,11 +238,13 @@ class Chaos:
             self._serving = {m: self.versions[m][-1] for m in MODELS}
         return self._serving
 
-    def _note_touched(self, path: Path) -> None:
-        run = path.relative_to(self.root).parts[0]
-        relative = path.relative_to(self.root / run).as_posix()
-        with (self.work / "touched" / run).open("a") as notes:
-            notes.write(relative + "\n")
+    def _note_touched(self, paths: list[Path]) -> None:
+        for path in paths:
+            run = path.relative_to(self.root).parts[0]
+            relative = path.relative_to(self.root / run).as_posix()
+            inode = (self.root / run).stat().st_ino
+            with (self.work / "touched" / run).open("a") as notes:
+                notes.write(f"{relative}\t{inode}\n")
 
     def _published_files(self) -> list[Path]:
         manifests = self.root / ".syncd" / "manifests"
@@ -277,7 +286,9 @@ class Chaos:
             if not files:
                 return
             path = self.rng.choice(files)
-            self._note_touched(path)
+            folder = self.root / path.relative_to(self.root).parts[0]
+            # rm -rf takes a folder apart file by file: all of it is the driver's doing
+            self._note_touched(sorted(folder.rglob("*")) if fault == "delete_folder" else [path])
             if fault == "delete_file":
                 path.unlink(missing_ok=True)
             elif fault == "flip_byte" and path.stat().st_size:
@@ -289,7 +300,6 @@ class Chaos:
                     handle.write(bytes([byte[0] ^ 0x10]))
                 os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
             elif fault == "delete_folder":
-                folder = self.root / path.relative_to(self.root).parts[0]
                 subprocess.run(["rm", "-rf", str(folder)], check=False)
 
     def converged(self) -> bool:
