@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from syncd import __version__
-from syncd.core.completion import to_completion
+from syncd.core.completion import all_or_first_error, to_completion
 from syncd.core.folder_plan import (
     FolderPlan,
     Patch,
@@ -29,7 +29,6 @@ from syncd.errors import (
     ChecksumMismatchError,
     SourceMissingError,
     UnsafeKeyError,
-    primary_error,
 )
 from syncd.local.resume import ResumeState
 from syncd.local.staging import discard_build, local_failure, prepare_staging, publish_build
@@ -288,15 +287,15 @@ class Syncer:
                 )
             await settle(obj.path, entry)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for obj in build.listing:
-                    if obj.path in build.plan.patch:
-                        group.create_task(patch(obj, build.plan.patch[obj.path]))
-                    elif obj.path not in entries:
-                        group.create_task(fetch(obj))
-        except BaseExceptionGroup as failed:
-            raise primary_error(failed) from failed
+        await all_or_first_error(
+            [
+                patch(obj, build.plan.patch[obj.path])
+                if obj.path in build.plan.patch
+                else fetch(obj)
+                for obj in build.listing
+                if obj.path in build.plan.patch or obj.path not in entries
+            ]
+        )
         return entries
 
     def _account(self, build: _Build, manifest: Manifest) -> None:

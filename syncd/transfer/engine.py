@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from syncd.core.checksum import Algorithm, Hasher, encode_crc, encode_digest, new_hasher
-from syncd.core.completion import to_completion
+from syncd.core.completion import all_or_first_error, to_completion
 from syncd.core.manifest import FileEntry, RemoteObject, Span
 from syncd.core.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
 from syncd.core.verification import (
@@ -31,7 +31,7 @@ from syncd.core.verification import (
     check_same_object,
     verified_entry,
 )
-from syncd.errors import ChecksumMismatchError, LocalWriteError, primary_error
+from syncd.errors import ChecksumMismatchError, LocalWriteError
 from syncd.local.files import hash_exactly, open_existing, open_preallocated
 from syncd.local.resume import PartMap, ResumeState
 from syncd.local.writeback import Writeback
@@ -388,14 +388,11 @@ async def _all(
 ) -> Hasher | None:
     """`one(item)` for every item at once (the request slots bound them), and the ordered
     hasher alongside; the first failure raised as itself, the others cancelled."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for item in items:
-                group.create_task(one(item))
-            whole = group.create_task(ordered.run()) if ordered is not None else None
-    except BaseExceptionGroup as failed:
-        raise primary_error(failed) from failed
-    return whole.result() if whole is not None else None
+    jobs: list[Awaitable[object]] = [one(item) for item in items]
+    if ordered is not None:
+        jobs.append(ordered.run())
+    results = await all_or_first_error(jobs)
+    return results[-1] if ordered is not None else None  # type: ignore[return-value]
 
 
 async def _opened(opener: Callable[..., int], *args: object) -> int:

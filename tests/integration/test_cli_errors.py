@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,22 +12,15 @@ from typing import Any
 import pytest
 
 from syncd.app.embedded import free_port
-from tests.support.daemon import WAIT
+from tests.support.cli import run_syncd
 from tests.support.models import publish, unique_name
 
 
 def syncd(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command in a clean environment (no SYNCD_ or MLFLOW_ setting of the test run's)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCD_", "MLFLOW_"))}
     environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    return run_syncd(*args, env=environment, cwd=cwd)
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:

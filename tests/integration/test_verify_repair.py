@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.test_heal import heal_settings
 from tests.integration.test_range_repair import BIG, PART, flip
-from tests.support.cli import clean_env, sync_command
+from tests.support.cli import clean_env, run_syncd, sync_command
 from tests.support.daemon import WAIT, running
 from tests.support.models import publish, unique_name
 
 
 def syncd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    return run_syncd(*args, env=env)
 
 
 def test_rot_found_by_verify_is_repaired_by_sync_and_by_verify_repair(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+
+WAIT = 120.0  # a generous upper bound for a command or a wait loop; never a timed assertion
 
 
 def sync_command(model: str, root: Path, *extra: str) -> list[str]:
@@ -30,3 +33,18 @@ def clean_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     env.update(overrides)
     return env
+
+
+def run_syncd(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m syncd ARGS` as a process, its output captured as text, never raising."""
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )

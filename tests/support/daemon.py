@@ -20,8 +20,7 @@ from syncd.app.web import serve
 from syncd.metrics import Metrics
 from syncd.reconcile.daemon import Daemon
 from syncd.settings import Settings
-
-WAIT = 120.0  # generous upper bound for a wait loop; never a timed assertion
+from tests.support.cli import WAIT
 
 
 async def eventually(check: Callable[[], bool], what: str) -> None:
