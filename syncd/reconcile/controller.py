@@ -67,6 +67,7 @@ class Controller:
         self.in_place: set[Key] = set()  # found or made in place, and not failed since
         self._checking: set[Key] = set()  # local checks under way (events coalesce)
         self._hooks_looked_at: set[Key] = set()
+        self._hook_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     def writes(self, key: Key) -> bool:
@@ -274,11 +275,19 @@ class Controller:
     async def _run_hooks(
         self, key: Key, desired: DesiredModel, outcome: SyncOutcome | None, adopt: bool
     ) -> None:
-        store = self._roots.of(key.target).store
-        seconds = outcome.seconds if outcome is not None else 0.0
-        hooks = self._targets[key.target].after_sync
-        results = await fire_once(
-            self._hooks, store, key.target, hooks, desired, seconds, adopt=adopt
-        )
+        # One model's moves are decided and fired one at a time, in the order they were put
+        # in place: two deciding at once both read the same newest record (the simulation
+        # found a superseded move's hooks running last, the endpoint left on the version the
+        # alias had left).
+        lock = self._hook_locks.setdefault((key.target, desired.model), asyncio.Lock())
+        async with lock:
+            if self._pointers.get(key) != desired:
+                return  # superseded before its hooks ran: the later move decides
+            store = self._roots.of(key.target).store
+            seconds = outcome.seconds if outcome is not None else 0.0
+            hooks = self._targets[key.target].after_sync
+            results = await fire_once(
+                self._hooks, store, key.target, hooks, desired, seconds, adopt=adopt
+            )
         if results is not None:
             self._status.hooks_ran(key, desired, results)

@@ -62,6 +62,10 @@ class Triggers:
         self._status = status
         self._metrics = metrics
         self.woken = asyncio.Event()
+        # One registry read taken at a time: a poll's listing read before a webhook's fresher
+        # answer must not be applied after it (the simulation found a stale poll moving a
+        # pointer back, and hooks firing for the version the alias had left).
+        self._reading = asyncio.Lock()
         self.ready = asyncio.Event()
         self.passes = 0
 
@@ -88,27 +92,8 @@ class Triggers:
     async def poll_once(self) -> None:
         """One listing of the registry for every target; new pointers are checked or queued."""
         started = time.monotonic()
-        try:
-            models: list[RegisteredModel] | None = await self._registry.list_models()
-        except SyncdError as exc:
-            models = None
-            for name in self._targets:
-                self._status.poll_failed(name, str(exc))
-        polled: set[str] = set()
-        changed: list[Key] = []
-        for name, target in self._targets.items() if models is not None else ():
-            assert models is not None
-            try:
-                state = await self._registry.wanted(target, models)
-            except SyncdError as exc:
-                self._status.poll_failed(name, str(exc))
-                continue
-            self._status.poll_succeeded(name)
-            self._status.missing_models(
-                name, missing_names(target.models, (m.name for m in models))
-            )
-            polled.add(name)
-            changed += self._take(target, state, models, scope=None)
+        async with self._reading:
+            polled, changed = await self._read_all()
         for name in self._targets:
             self._metrics.registry_poll_duration.labels(target=name).observe(
                 time.monotonic() - started
@@ -119,16 +104,40 @@ class Triggers:
         self._pointers.polled()
         self.passes += 1
 
+    async def _read_all(self) -> tuple[set[str], list[Key]]:
+        """The registry's answer for every target, taken: (targets polled, keys changed)."""
+        polled: set[str] = set()
+        changed: list[Key] = []
+        try:
+            models = await self._registry.list_models()
+        except SyncdError as exc:
+            for name in self._targets:
+                self._status.poll_failed(name, str(exc))
+            return polled, changed
+        for name, target in self._targets.items():
+            try:
+                state = await self._registry.wanted(target, models)
+            except SyncdError as exc:
+                self._status.poll_failed(name, str(exc))
+                continue
+            self._status.poll_succeeded(name)
+            registered = (m.name for m in models)
+            self._status.missing_models(name, missing_names(target.models, registered))
+            polled.add(name)
+            changed += self._take(target, state, models, scope=None)
+        return polled, changed
+
     async def refresh_model(self, name: str) -> None:
         """A webhook named this model: read it alone and act on its pointers at once."""
         try:
-            model = await self._registry.get_model(name)
-            models = [model] if model is not None else []
-            changed: list[Key] = []
-            for target in self._targets.values():
-                if matches(name, target.models):
-                    state = await self._registry.wanted(target, models)
-                    changed += self._take(target, state, models, scope={name})
+            async with self._reading:
+                model = await self._registry.get_model(name)
+                models = [model] if model is not None else []
+                changed: list[Key] = []
+                for target in self._targets.values():
+                    if matches(name, target.models):
+                        state = await self._registry.wanted(target, models)
+                        changed += self._take(target, state, models, scope={name})
         except SyncdError as exc:
             log.warning("webhook refresh of %s failed (%s): polling instead", name, exc)
             self.woken.set()
