@@ -22,7 +22,9 @@ def test_a_misspelled_model_and_an_unknown_variable_are_named(
 ) -> None:
     name = unique_name("Tiny")
     publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
-    typo = name[:-2] + name[-1] + name[-2]  # two letters swapped, as people do
+    # two neighbouring letters swapped, as people do (two that differ: "...33" swapped is no typo)
+    at = max(i for i in range(len(name) - 1) if name[i] != name[i + 1])
+    typo = name[:at] + name[at + 1] + name[at] + name[at + 2 :]
     port = free_port()
     config = write_config(
         tmp_path / "syncd.yaml",
