@@ -396,6 +396,17 @@ MODEL_FILES = {
 }
 
 
+def use_bench_credentials() -> None:
+    """The servers' credentials and region for every tool and server the benchmark starts."""
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="model,large,small,daemon,registry,verify")
@@ -407,13 +418,7 @@ def main() -> int:
     args = parser.parse_args()
     bins = tools()
     venv_mb = install_syncd()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-    )
+    use_bench_credentials()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     sections = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores with "

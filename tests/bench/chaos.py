@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.app.embedded import MlflowServer, free_port
-from tests.bench.bench import KEY, SECRET, s3_client, tools
+from tests.bench.bench import KEY, SECRET, s3_client, tools, use_bench_credentials
 from tests.bench.daemon import Daemon, _ready, _wait
 from tests.bench.scenario import BUCKET, SYNCD, Published, install_syncd, publish
 
@@ -353,13 +353,7 @@ def main() -> int:
         return 0
     if args.install or not Path(SYNCD).exists():
         install_syncd()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-    )
+    use_bench_credentials()
     bins = tools()
     with tempfile.TemporaryDirectory(prefix="syncd-chaos-") as scratch:
         work = Path(scratch)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from tests.bench.bench import KEY, SECRET, s3_client, start_rclone, tools
+from tests.bench.bench import s3_client, start_rclone, tools, use_bench_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "a" * 32
@@ -68,12 +68,7 @@ def main() -> int:
     parser.add_argument("--gib", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    use_bench_credentials()
     work = Path(tempfile.mkdtemp(prefix="syncd-ab-", dir=os.environ.get("SYNCD_BENCH_DIR")))
     base = work / "base"
     git = ["git", "-C", str(REPO), "worktree"]

@@ -54,6 +54,7 @@ from syncd.remote.retry import RetryPolicy
 from syncd.remote.source import Sources
 from syncd.settings import HookSettings, load_settings
 from syncd.transfer.engine import Downloader
+from tests.sim.world import Outcome, folder_files, no_sleep, shortest_failing, source_files
 from tests.support.fake_registry import FakeMlflowClient
 from tests.support.fake_store import FakeObjectStore, StoredObject
 
@@ -184,9 +185,9 @@ class SimDaemon:
         self.metrics = Metrics()
         self.status = StatusBoard(self.metrics, [t.name for t in settings.targets])
         self.roots = Roots(settings.targets, self.metrics, self.status, 5.0)
-        retry = RetryPolicy(3, self.metrics, _no_sleep)
+        retry = RetryPolicy(3, self.metrics, no_sleep)
         sources = Sources(world.store, None, None, retry)  # type: ignore[arg-type]
-        self.downloader = Downloader(settings.s3, world.store, self.metrics, sleep=_no_sleep)
+        self.downloader = Downloader(settings.s3, world.store, self.metrics, sleep=no_sleep)
         registry = MlflowRegistry(
             "http://sim", settings.resolution, sources.read_uri, client=world.client
         )
@@ -324,22 +325,10 @@ class World:
         return version, parent
 
     def source(self, run: str) -> dict[str, bytes]:
-        prefix = f"b/{run}/model/"
-        return {
-            name[len(prefix) :]: obj.data
-            for name, obj in self.store.objects.items()
-            if name.startswith(prefix)
-        }
+        return source_files(self.store, run)
 
     def folder(self, run: str) -> dict[str, bytes] | None:
-        path = self.root / run
-        if path.is_symlink() or not path.is_dir():
-            return None
-        return {
-            p.relative_to(path).as_posix(): p.read_bytes()
-            for p in sorted(path.rglob("*"))
-            if p.is_file() and not p.is_symlink()
-        }
+        return folder_files(self.root, run)
 
     # ---- steps ---------------------------------------------------------------------------------
 
@@ -481,14 +470,19 @@ class World:
         await self.start()
         await self.running.settle()
 
-    async def _kill(self, event: Event) -> None:
-        """Stopped at an arbitrary await point of a pass (a move first, so there is work)."""
-        await self._move(event)
+    async def _pass_under_way(self, turns: int) -> asyncio.Task[None]:
+        """A pass (poll, then the work it queues) given `turns` turns of the loop."""
         work = asyncio.create_task(self.running.settle())
-        for _ in range(event.turns):
+        for _ in range(turns):
             if work.done():
                 break
             await asyncio.sleep(0)
+        return work
+
+    async def _kill(self, event: Event) -> None:
+        """Stopped at an arbitrary await point of a pass (a move first, so there is work)."""
+        await self._move(event)
+        work = await self._pass_under_way(event.turns)
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
         await self.running.stop()
@@ -498,11 +492,7 @@ class World:
     async def _move_mid_sync(self, event: Event) -> None:
         """A pointer that moves again while the sync of its last move is under way."""
         await self._move(event)
-        work = asyncio.create_task(self.running.settle())
-        for _ in range(event.turns):
-            if work.done():
-                break
-            await asyncio.sleep(0)
+        work = await self._pass_under_way(event.turns)
         model = MODELS[event.pick % len(MODELS)]
         versions = sorted(self.client.versions[model], key=int)
         self.client.set_alias(model, "production", versions[(event.pick // 7) % len(versions)])
@@ -721,22 +711,6 @@ async def _wait(task: asyncio.Future[Any]) -> None:
     await task
 
 
-async def _no_sleep(_: float) -> None:
-    return None
-
-
-@dataclass
-class Outcome:
-    seed: int
-    events: int
-    checks: int
-    counts: dict[str, int]
-    hooks: int = 0
-    failure: str | None = None
-    failed_at: int | None = None
-    converged_in: int | None = None
-
-
 async def _play(seed: int, events: list[Event]) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="syncd-dsim-") as scratch:
         world = World(Path(scratch), random.Random(seed))
@@ -770,13 +744,4 @@ def play(seed: int, events: list[Event] | None = None, length: int = 30) -> Outc
 
 
 def shrink(seed: int, events: list[Event]) -> list[Event]:
-    current = list(events)
-    changed = True
-    while changed:
-        changed = False
-        for index in range(len(current)):
-            trial = current[:index] + current[index + 1 :]
-            if play(seed, trial).failure is not None:
-                current, changed = trial, True
-                break
-    return current
+    return shortest_failing(events, lambda trial: play(seed, trial).failure is not None)

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from syncd.core.desired import ModelVersionRef
 from syncd.errors import SyncdError
@@ -114,8 +115,8 @@ class World:
             part_size=32 * KiB, chunk_size=8 * KiB, max_attempts=3, threaded_reads=False
         )
         self.metrics = Metrics()
-        self.downloader = Downloader(settings, self.store, self.metrics, sleep=_no_sleep)
-        retry = RetryPolicy(3, self.metrics, _no_sleep)
+        self.downloader = Downloader(settings, self.store, self.metrics, sleep=no_sleep)
+        retry = RetryPolicy(3, self.metrics, no_sleep)
         self.syncer = Syncer(Sources(self.store, None, None, retry), self.downloader, self.metrics)  # type: ignore[arg-type]
 
     def _put(self, run: str, path: str, size: int) -> None:
@@ -130,25 +131,10 @@ class World:
     # ---- what the source and the folder hold -------------------------------------------------
 
     def source(self, run: str) -> dict[str, bytes]:
-        prefix = f"b/{run}/model/"
-        return {
-            name[len(prefix) :]: obj.data
-            for name, obj in self.store.objects.items()
-            if name.startswith(prefix)
-        }
+        return source_files(self.store, run)
 
     def folder(self, run: str) -> dict[str, bytes] | None:
-        path = self.root / run
-        if path.is_symlink() or not path.is_dir():
-            return None
-        found = {}
-        for item in sorted(path.rglob("*")):
-            relative = item.relative_to(path).as_posix()
-            if item.is_symlink():
-                found[relative] = b"<symlink>"
-            elif item.is_file():
-                found[relative] = item.read_bytes()
-        return found
+        return folder_files(self.root, run)
 
     def outside_state(self) -> dict[str, str]:
         return {
@@ -351,7 +337,32 @@ class World:
                 raise InvariantError("a hand-copied run folder was deleted, not set aside")
 
 
-async def _no_sleep(_: float) -> None:
+def source_files(store: FakeObjectStore, run: str) -> dict[str, bytes]:
+    """A run's binaries at the source: path under `model/` -> bytes."""
+    prefix = f"b/{run}/model/"
+    return {
+        name[len(prefix) :]: obj.data
+        for name, obj in store.objects.items()
+        if name.startswith(prefix)
+    }
+
+
+def folder_files(root: Path, run: str) -> dict[str, bytes] | None:
+    """A run folder's files (a link shows as `<symlink>`); None when there is no folder."""
+    path = root / run
+    if path.is_symlink() or not path.is_dir():
+        return None
+    found = {}
+    for item in sorted(path.rglob("*")):
+        relative = item.relative_to(path).as_posix()
+        if item.is_symlink():
+            found[relative] = b"<symlink>"
+        elif item.is_file():
+            found[relative] = item.read_bytes()
+    return found
+
+
+async def no_sleep(_: float) -> None:
     return None
 
 
@@ -364,6 +375,7 @@ class Outcome:
     failure: str | None = None
     failed_at: int | None = None
     converged_in: int | None = None
+    hooks: int = 0  # hook runs (the daemon's world)
 
 
 async def _play(seed: int, events: list[Event]) -> Outcome:
@@ -399,13 +411,21 @@ def play(seed: int, events: list[Event] | None = None, length: int = 40) -> Outc
 
 def shrink(seed: int, events: list[Event]) -> list[Event]:
     """The shortest schedule found that still fails: events dropped one at a time."""
+    return shortest_failing(events, lambda trial: play(seed, trial).failure is not None)
+
+
+E = TypeVar("E")
+
+
+def shortest_failing(events: list[E], fails: Callable[[list[E]], bool]) -> list[E]:
+    """Drop events one at a time while the schedule still fails (either world's)."""
     current = list(events)
     changed = True
     while changed:
         changed = False
         for index in range(len(current)):
             trial = current[:index] + current[index + 1 :]
-            if play(seed, trial).failure is not None:
+            if fails(trial):
                 current, changed = trial, True
                 break
     return current
