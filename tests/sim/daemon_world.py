@@ -54,7 +54,16 @@ from syncd.remote.retry import RetryPolicy
 from syncd.remote.source import Sources
 from syncd.settings import HookSettings, load_settings
 from syncd.transfer.engine import Downloader
-from tests.sim.world import Outcome, folder_files, no_sleep, shortest_failing, source_files
+from tests.sim.world import (
+    Event,
+    InvariantError,
+    Outcome,
+    folder_files,
+    no_sleep,
+    shortest_failing,
+    source_files,
+)
+from tests.sim.world import schedule as seeded_schedule
 from tests.support.fake_registry import FakeMlflowClient
 from tests.support.fake_store import FakeObjectStore, StoredObject
 
@@ -92,23 +101,8 @@ KINDS = (
 )
 
 
-@dataclass(frozen=True)
-class Event:
-    kind: str
-    pick: int
-    turns: int = 0
-
-
 def schedule(seed: int, length: int) -> list[Event]:
-    rng = random.Random(seed)
-    return [
-        Event(rng.choice(KINDS), rng.randrange(1 << 16), rng.randrange(1, 200))
-        for _ in range(length)
-    ]
-
-
-class InvariantError(AssertionError):
-    pass
+    return seeded_schedule(seed, length, KINDS, most_turns=200)
 
 
 class FakeClock:

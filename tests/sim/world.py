@@ -74,11 +74,13 @@ class Event:
     turns: int = 0  # for a cancelled sync: loop turns before the cancel
 
 
-def schedule(seed: int, length: int) -> list[Event]:
+def schedule(
+    seed: int, length: int, kinds: tuple[str, ...] = KINDS, most_turns: int = 120
+) -> list[Event]:
     """The seed's events: the same seed, the same schedule, on any machine."""
     rng = random.Random(seed)
     return [
-        Event(rng.choice(KINDS), rng.randrange(1 << 16), rng.randrange(1, 120))
+        Event(rng.choice(kinds), rng.randrange(1 << 16), rng.randrange(1, most_turns))
         for _ in range(length)
     ]
 
