@@ -254,14 +254,17 @@ async def test_status_page_in_headless_chromium(
     slow = publish(mlflow_server.url, tmp_path, f"{prefix}-phi", shard_mib=(12,))
     publish(mlflow_server.url, tmp_path, f"{prefix}-refused", shard_mib=(1,), context_run_id="nope")
     faults.faults.corrupt[broken.parent_run_id] = -1
-    faults.faults.slow[slow.parent_run_id] = 0.1  # ~0.6 MB/s a stream: still syncing on camera
+    # ~160 KB/s a stream: 12 MiB takes ~40 s, so phi is still syncing when a slow CI
+    # machine has started Chromium twice (at 0.6 MB/s it finished first: a flake)
+    faults.faults.slow[slow.parent_run_id] = 0.4
     root = tmp_path / "llm-models"
     settings = make_settings(
         mlflow_server.url,
         targets=[
             {"name": "prod", "root": str(root), "alias": "production", "models": [f"{prefix}-*"]}
         ],
-        s3={"endpoint_url": faults.url, "max_concurrency": 2},
+        # phi's two slow ranges hold two request slots; llama and mistral need the others
+        s3={"endpoint_url": faults.url, "max_concurrency": 4},
         max_parallel_syncs=3,
     )
     async with running(settings) as (daemon, url):
