@@ -15,6 +15,7 @@ no signing happens in threads; `Range` and `If-Match` are plain headers outside 
 from __future__ import annotations
 
 import http.client
+import mmap
 import re
 import socket
 import ssl
@@ -79,7 +80,8 @@ class Abort:
 
 @dataclass
 class _ThreadState:
-    buffer: bytearray
+    # Anonymous mmap: page-aligned memory, which O_DIRECT writes of it require.
+    buffer: mmap.mmap
     connections: dict[tuple[str, str], http.client.HTTPConnection]
 
 
@@ -103,7 +105,7 @@ class BlockingRangeReader:
     def _state(self) -> _ThreadState:
         state: _ThreadState | None = getattr(self._local, "state", None)
         if state is None:
-            state = _ThreadState(bytearray(self._chunk_size), {})
+            state = _ThreadState(mmap.mmap(-1, self._chunk_size), {})
             self._local.state = state
         return state
 
@@ -130,7 +132,7 @@ class BlockingRangeReader:
         attempt may cure, ObjectChangedError, SourceError."""
         uri = url.split("?")[0]
 
-        def receive(response: http.client.HTTPResponse, buffer: bytearray) -> None:
+        def receive(response: http.client.HTTPResponse, buffer: mmap.mmap) -> None:
             if response.status not in (200, 206):
                 raise _status_error(response.status, response.read(65536), f"GET {uri}")
             length = int(response.getheader("Content-Length") or -1)
@@ -154,7 +156,7 @@ class BlockingRangeReader:
         any byte and returns where the bytes go."""
         uri = url.split("?")[0]
 
-        def receive(response: http.client.HTTPResponse, buffer: bytearray) -> None:
+        def receive(response: http.client.HTTPResponse, buffer: mmap.mmap) -> None:
             if response.status != 200:
                 raise _status_error(response.status, response.read(65536), f"GET {uri}")
             write = start({name.lower(): value for name, value in response.getheaders()})
@@ -173,7 +175,7 @@ class BlockingRangeReader:
         url: str,
         headers: dict[str, str],
         abort: Abort,
-        receive: Callable[[http.client.HTTPResponse, bytearray], None],
+        receive: Callable[[http.client.HTTPResponse, mmap.mmap], None],
     ) -> None:
         """One request on this thread's kept-alive connection; every failure as a syncd
         error, and the connection dropped whenever its state is in doubt."""
@@ -231,7 +233,7 @@ def _send(
 
 def _pump(
     response: http.client.HTTPResponse,
-    buffer: bytearray,
+    buffer: mmap.mmap,
     offset: int,
     length: int,
     write: Write,

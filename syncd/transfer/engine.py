@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from syncd.core.verification import (
     verified_entry,
 )
 from syncd.errors import ChecksumMismatchError, LocalWriteError
+from syncd.local.direct import RangeWriter
 from syncd.local.files import hash_exactly, open_existing, open_preallocated
 from syncd.local.resume import PartMap, ResumeState
 from syncd.local.writeback import Writeback
@@ -128,6 +128,7 @@ class Downloader:
         )
         self._reader = reader or default_reader(settings, store, proxy, self._io)
         self._writeback = writeback or Writeback()
+        self.direct_files = 0  # files whose ranges skipped the page cache (tests count them)
 
     def close(self) -> None:
         self._writeback.close()
@@ -217,8 +218,13 @@ class Downloader:
             aligned=check.needs_aligned_parts,
         )
         part_map, already = await _resumable(resume, obj, facts, ranges, transfer.dest)
-        fd = await _opened(open_preallocated, transfer.dest, facts.size, bool(already))
-        writing = threading.Lock()
+        # A whole-object hash reads the file back as its ranges land: from the page cache,
+        # so those writes keep it; every other check hashes the bytes as they pass.
+        direct = check.method != "whole"
+        writer = await self._opened(
+            direct, open_preallocated, transfer.dest, facts.size, bool(already)
+        )
+        fd = writer.fd
         hashed: dict[Range, RangeHashers] = {}
         ordered = None
         if check.method == "whole":
@@ -233,9 +239,7 @@ class Downloader:
                 request = GetRequest(location, obj.size, byte_range, facts.etag)
                 sink = await self._fetch(
                     request,
-                    lambda counted: RangeSink(
-                        fd, check, byte_range, writing, counted, self._writeback
-                    ),
+                    lambda counted: RangeSink(writer, check, byte_range, counted, self._writeback),
                     progress,
                 )
                 hashed[byte_range] = sink.hashers
@@ -248,7 +252,7 @@ class Downloader:
             whole = await _all(ranges, one, ordered)
             stat = await asyncio.to_thread(os.fstat, fd)
         finally:
-            os.close(fd)
+            writer.close()
         parts = [part for r in ranges for part in hashed[r].parts()]
         crcs = tuple((r.end, hashed[r].crc32c.value) for r in ranges)
         written = Written(stat.st_size, stat.st_mtime_ns)
@@ -271,16 +275,13 @@ class Downloader:
         etag = entry.etag
         assert etag is not None
         size_only = CheckPlan("size")  # the ranges feed only their CRC32C
-        fd = await _opened(open_existing, dest)
-        writing = threading.Lock()
+        writer = await self._opened(True, open_existing, dest)
 
         async def one(span: Span) -> None:
             byte_range = Range(span.start, span.end)
             sink = await self._fetch(
                 GetRequest(location, entry.size, byte_range, etag),
-                lambda counted: RangeSink(
-                    fd, size_only, byte_range, writing, counted, self._writeback
-                ),
+                lambda counted: RangeSink(writer, size_only, byte_range, counted, self._writeback),
                 progress,
             )
             if sink.hashers.crc32c.value != span.crc32c:
@@ -293,9 +294,9 @@ class Downloader:
 
         try:
             await _all(list(spans), one, None)
-            stat = await asyncio.to_thread(os.fstat, fd)
+            stat = await asyncio.to_thread(os.fstat, writer.fd)
         finally:
-            os.close(fd)
+            writer.close()
         return replace(entry, verified_at=time.time(), mtime_ns=stat.st_mtime_ns)
 
     async def _fetch(
@@ -338,6 +339,23 @@ class Downloader:
                     self._observer.in_flight(-1)
 
         return await self._retry.run(request.describe(), attempt)
+
+    async def _opened(self, direct: bool, opener: Callable[..., int], *args: object) -> RangeWriter:
+        """The file `opener` opens (and preallocates) in a worker thread, in the writer its
+        ranges share; `direct` where the check does not read it back and the settings and
+        the filesystem allow (syncd.local.direct). Cancelled meanwhile, it waits for the
+        thread (which cannot be stopped) and closes what it opened: never a leaked
+        descriptor, never a file still being made after the download gave up."""
+        direct = direct and self._settings.direct_writes
+        future = asyncio.ensure_future(asyncio.to_thread(RangeWriter.open, direct, opener, *args))
+        try:
+            writer = await to_completion(future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().close()
+            raise
+        self.direct_files += writer.direct
+        return writer
 
     async def _object_facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
         """HEAD the object (and its first part, for a multipart upload's part layout)."""
@@ -393,19 +411,6 @@ async def _all(
         jobs.append(ordered.run())
     results = await all_or_first_error(jobs)
     return results[-1] if ordered is not None else None  # type: ignore[return-value]
-
-
-async def _opened(opener: Callable[..., int], *args: object) -> int:
-    """A file opened (and preallocated) in a worker thread. Cancelled meanwhile, it waits for
-    the thread (which cannot be stopped) and closes what it opened: never a leaked descriptor,
-    never a file still being made after the download gave up."""
-    future = asyncio.ensure_future(asyncio.to_thread(opener, *args))
-    try:
-        return await to_completion(future)
-    except asyncio.CancelledError:
-        if future.done() and not future.cancelled() and future.exception() is None:
-            os.close(future.result())
-        raise
 
 
 async def _resumable(

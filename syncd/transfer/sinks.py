@@ -10,13 +10,13 @@ count goes through `counted`, which the engine makes thread-safe.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from syncd.core.plan import CheckPlan, ObjectFacts, Range
 from syncd.core.verification import RangeHashers, Written
+from syncd.local.direct import RangeWriter
 from syncd.local.files import Buffer, locally, open_preallocated, write_at
 from syncd.local.writeback import Writeback
 
@@ -46,20 +46,15 @@ class RangeSink:
 
     def __init__(
         self,
-        fd: int,
+        writer: RangeWriter,
         check: CheckPlan,
         byte_range: Range,
-        writing: threading.Lock,
         counted: Counted,
         writeback: Writeback,
     ) -> None:
-        self._fd = fd
+        self._writer = writer
         self._check = check
         self.byte_range = byte_range
-        # One writer at a time per file (shared by its ranges): pwrites from many pump
-        # threads into one file contend for its inode lock, and the kernel spins on it
-        # (rwsem_spin_on_owner was 18% of the size-only profile); waiting here sleeps instead.
-        self._writing = writing
         self._counted = counted
         self._writeback = writeback
         self.hashers = RangeHashers(check, byte_range)
@@ -69,8 +64,7 @@ class RangeSink:
         return self.byte_range.length
 
     def write(self, pieces: Sequence[Buffer], offset: int) -> None:
-        with self._writing:
-            locally(write_at, self._fd, pieces, offset)
+        locally(self._writer.write, pieces, offset)
         size = 0
         for piece in pieces:  # hashers release the GIL: other pumps go on meanwhile
             self.hashers.update(piece)
@@ -78,7 +72,8 @@ class RangeSink:
         self._counted(size)
 
     def end(self) -> None:
-        self._writeback.range_done(self._fd, self.byte_range.start, self.byte_range.length)
+        # Direct writes leave little dirty (a tail at most), so this then costs next to nothing.
+        self._writeback.range_done(self._writer.fd, self.byte_range.start, self.byte_range.length)
 
 
 class WholeSink:

@@ -21,6 +21,7 @@ from botocore.config import Config
 
 from syncd.core.manifest import FileEntry, RemoteObject
 from syncd.errors import ChecksumMismatchError, ObjectChangedError, RetriesExceededError
+from syncd.local.direct import filesystem_type
 from syncd.local.writeback import Writeback, sync_file_range_write
 from syncd.metrics import Metrics
 from syncd.remote.s3 import S3Location, S3ObjectStore
@@ -485,3 +486,41 @@ async def test_writeback_starts_as_each_range_lands(
     ]
     assert writeback.requested == (4 if sync_file_range_write else 0)
     assert (tmp_path / "out.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "multipart", "direct_writes", "direct_files"),
+    [
+        ("CRC32", False, True, 1),  # hashed as the bytes pass: O_DIRECT
+        (None, True, True, 1),  # MD5 per upload part: as they pass too
+        (None, False, True, 0),  # one MD5 of the whole object reads the file back: cached
+        ("CRC32", False, False, 0),  # s3.direct_writes: false
+    ],
+)
+async def test_ranges_skip_the_page_cache_unless_the_file_is_read_back(
+    moto_server: Any,
+    tmp_path: Path,
+    algorithm: str | None,
+    multipart: bool,
+    direct_writes: bool,
+    direct_files: int,
+) -> None:
+    if filesystem_type(os.stat(tmp_path).st_dev) not in ("ext4", "xfs"):
+        pytest.skip("direct writes are taken on ext4 and xfs only")
+    data = os.urandom(13 * MiB + 5)  # a tail that is no whole block
+    key = put(moto_server.url, data, algorithm=algorithm, multipart=multipart)
+    settings = S3Settings(
+        endpoint_url=moto_server.url, part_size=5 * MiB, direct_writes=direct_writes
+    )
+    async with S3ObjectStore.open(settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(settings, store, sleep=no_sleep)
+        try:
+            entry = await downloader.download(
+                S3Location(BUCKET, key), listed, tmp_path / "out.bin", lambda _: None
+            )
+        finally:
+            downloader.close()
+    assert downloader.direct_files == direct_files
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert entry.verified_by != "size"
