@@ -227,8 +227,8 @@ class S3Settings(_Strict):
     # through the event loop. Off (and by default behind an HTTP proxy, which only aiobotocore
     # speaks), aiobotocore reads them too.
     threaded_reads: bool = True
-    # Ranges written with O_DIRECT, past the page cache, on ext4 and xfs (elsewhere, and for a
-    # whole-object MD5 that reads the file back, through it): less than half the CPU per byte.
+    # Ranges written (and a whole-object MD5's read-back read) with O_DIRECT, past the page
+    # cache, on ext4 and xfs; elsewhere through it. Less than half the CPU per byte.
     direct_writes: bool = True
     ca_bundle: str | None = None  # AWS_CA_BUNDLE: TLS roots for a private S3 endpoint
     # False: TLS certificates are not checked (S3_VERIFY_SSL=0, KServe's variable).

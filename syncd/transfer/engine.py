@@ -218,18 +218,14 @@ class Downloader:
             aligned=check.needs_aligned_parts,
         )
         part_map, already = await _resumable(resume, obj, facts, ranges, transfer.dest)
-        # A whole-object hash reads the file back as its ranges land: from the page cache,
-        # so those writes keep it; every other check hashes the bytes as they pass.
-        direct = check.method != "whole"
-        writer = await self._opened(
-            direct, open_preallocated, transfer.dest, facts.size, bool(already)
-        )
+        writer = await self._opened(open_preallocated, transfer.dest, facts.size, bool(already))
         fd = writer.fd
         hashed: dict[Range, RangeHashers] = {}
         ordered = None
         if check.method == "whole":
             assert check.algorithm is not None
-            ordered = OrderedHasher(fd, new_hasher(check.algorithm), facts.size, self._io)
+            hasher = new_hasher(check.algorithm)
+            ordered = OrderedHasher(writer.hash_back, hasher, facts.size, self._io)
 
         async def one(byte_range: Range) -> None:
             if (byte_range.start, byte_range.end) in already:
@@ -275,7 +271,7 @@ class Downloader:
         etag = entry.etag
         assert etag is not None
         size_only = CheckPlan("size")  # the ranges feed only their CRC32C
-        writer = await self._opened(True, open_existing, dest)
+        writer = await self._opened(open_existing, dest)
 
         async def one(span: Span) -> None:
             byte_range = Range(span.start, span.end)
@@ -340,13 +336,13 @@ class Downloader:
 
         return await self._retry.run(request.describe(), attempt)
 
-    async def _opened(self, direct: bool, opener: Callable[..., int], *args: object) -> RangeWriter:
+    async def _opened(self, opener: Callable[..., int], *args: object) -> RangeWriter:
         """The file `opener` opens (and preallocates) in a worker thread, in the writer its
-        ranges share; `direct` where the check does not read it back and the settings and
-        the filesystem allow (syncd.local.direct). Cancelled meanwhile, it waits for the
-        thread (which cannot be stopped) and closes what it opened: never a leaked
-        descriptor, never a file still being made after the download gave up."""
-        direct = direct and self._settings.direct_writes
+        ranges share (direct where the settings and the filesystem allow: syncd.local.direct).
+        Cancelled meanwhile, it waits for the thread (which cannot be stopped) and closes
+        what it opened: never a leaked descriptor, never a file still being made after the
+        download gave up."""
+        direct = self._settings.direct_writes
         future = asyncio.ensure_future(asyncio.to_thread(RangeWriter.open, direct, opener, *args))
         try:
             writer = await to_completion(future)

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from syncd.core.checksum import Hasher
 from syncd.core.completion import to_completion
 from syncd.core.plan import Range
-from syncd.local.files import hash_exactly
 
-__all__ = ["OrderedHasher"]
+__all__ = ["HashBack", "OrderedHasher"]
 
-_BLOCK = 1 << 20
+# Feeds bytes [start, end) of the file on disk to a hasher (blocking).
+HashBack = Callable[[Hasher, int, int], None]
 
 
 class OrderedHasher:
     """MD5 and SHA cannot be split, so this follows the contiguous prefix that is on disk and
-    reads it back from the page cache in a worker thread, alongside the download rather than
-    after it."""
+    reads it back (`hash_back`) in a worker thread, alongside the download rather than after
+    it."""
 
-    def __init__(self, fd: int, hasher: Hasher, size: int, executor: Executor) -> None:
-        self._fd = fd
+    def __init__(self, hash_back: HashBack, hasher: Hasher, size: int, executor: Executor) -> None:
+        self._hash_back = hash_back
         self._hasher = hasher
         self._size = size
         self._executor = executor
@@ -44,13 +45,7 @@ class OrderedHasher:
                 # The caller closes the file once this task ends, cancelled or not.
                 await to_completion(
                     loop.run_in_executor(
-                        self._executor,
-                        hash_exactly,
-                        self._fd,
-                        self._hasher,
-                        self._hashed,
-                        end,
-                        _BLOCK,
+                        self._executor, self._hash_back, self._hasher, self._hashed, end
                     )
                 )
                 self._hashed = end

@@ -491,13 +491,13 @@ async def test_writeback_starts_as_each_range_lands(
 @pytest.mark.parametrize(
     ("algorithm", "multipart", "direct_writes", "direct_files"),
     [
-        ("CRC32", False, True, 1),  # hashed as the bytes pass: O_DIRECT
+        ("CRC32", False, True, 1),  # hashed as the bytes pass
         (None, True, True, 1),  # MD5 per upload part: as they pass too
-        (None, False, True, 0),  # one MD5 of the whole object reads the file back: cached
+        (None, False, True, 1),  # one MD5 of the whole object: read back direct
         ("CRC32", False, False, 0),  # s3.direct_writes: false
     ],
 )
-async def test_ranges_skip_the_page_cache_unless_the_file_is_read_back(
+async def test_ranges_skip_the_page_cache_where_the_filesystem_takes_it(
     moto_server: Any,
     tmp_path: Path,
     algorithm: str | None,

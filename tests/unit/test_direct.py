@@ -3,6 +3,7 @@ file's bytes right either way (on the test machine's own filesystem, and on tmpf
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -104,3 +105,33 @@ def test_turned_off_or_on_tmpfs_nothing_is_direct(tmp_path: Path, data: bytes) -
 
 def test_a_device_not_mounted_has_no_type() -> None:
     assert filesystem_type(os.makedev(4095, 4095)) is None
+
+
+def test_a_direct_file_is_read_back_direct_and_hashes_right(direct_dir: Path, data: bytes) -> None:
+    path = direct_dir / "file.bin"
+    writer = writer_for(path)
+    with aligned(data) as view:
+        writer.write([view], 0)
+    try:
+        for start, end in ((0, SIZE), (8 * ALIGNMENT, 9 * ALIGNMENT + 7), (ALIGNMENT + 1, SIZE)):
+            hasher = hashlib.md5(usedforsecurity=False)
+            writer.hash_back(hasher, start, end)
+            assert hasher.digest() == hashlib.md5(data[start:end]).digest()
+        # the two aligned starts read direct, the one inside a block through the page cache
+        assert writer.direct_read_bytes == SIZE + ALIGNMENT + 7
+    finally:
+        writer.close()
+
+
+def test_a_file_written_through_the_page_cache_is_read_back_through_it(
+    tmp_path: Path, data: bytes
+) -> None:
+    writer = writer_for(tmp_path / "file.bin", direct=False)
+    try:
+        writer.write([data], 0)
+        hasher = hashlib.md5(usedforsecurity=False)
+        writer.hash_back(hasher, 0, SIZE)
+        assert hasher.digest() == hashlib.md5(data).digest()
+        assert writer.direct_read_bytes == 0
+    finally:
+        writer.close()

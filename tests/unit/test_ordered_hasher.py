@@ -12,10 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.core.checksum import Hasher
 from syncd.core.plan import Range, plan_ranges
-from syncd.transfer.ordered import OrderedHasher
+from syncd.local.files import hash_exactly
+from syncd.transfer.ordered import HashBack, OrderedHasher
 
 DATA = os.urandom(300_000)
+
+
+def hash_back(fd: int) -> HashBack:
+    def hash_span(hasher: Hasher, start: int, end: int) -> None:
+        hash_exactly(fd, hasher, start, end, 1 << 16)
+
+    return hash_span
 
 
 async def hash_in_order_of(data: bytes, ranges: list[Range], finish_order: list[int]) -> bytes:
@@ -23,7 +32,7 @@ async def hash_in_order_of(data: bytes, ranges: list[Range], finish_order: list[
         handle.write(data)
         handle.flush()
         ordered = OrderedHasher(
-            handle.fileno(), hashlib.md5(usedforsecurity=False), len(data), executor
+            hash_back(handle.fileno()), hashlib.md5(usedforsecurity=False), len(data), executor
         )
         runner = asyncio.create_task(ordered.run())
         for index in finish_order:
@@ -57,7 +66,7 @@ def test_it_waits_for_a_missing_range() -> None:
             handle.write(DATA)
             handle.flush()
             hasher = hashlib.md5(usedforsecurity=False)
-            ordered = OrderedHasher(handle.fileno(), hasher, len(DATA), executor)
+            ordered = OrderedHasher(hash_back(handle.fileno()), hasher, len(DATA), executor)
             runner = asyncio.create_task(ordered.run())
             ordered.range_done(ranges[0])
             ordered.range_done(ranges[2])
