@@ -116,6 +116,21 @@ async def download(
         return entry
 
 
+async def download_listed(
+    settings: S3Settings, key: str, dest: Path, **extra: Any
+) -> tuple[FileEntry, Downloader]:
+    """One download of `key` as listed, by a Downloader of its own (returned closed, for what
+    it counted)."""
+    async with S3ObjectStore.open(settings) as store:
+        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
+        downloader = Downloader(settings, store, sleep=no_sleep, **extra)
+        try:
+            entry = await downloader.download(S3Location(BUCKET, key), listed, dest, lambda _: None)
+        finally:
+            downloader.close()
+    return entry, downloader
+
+
 CASES = [
     # (algorithm, multipart, verified_by)
     ("CRC32", False, "crc32"),
@@ -429,15 +444,7 @@ async def test_part_boundaries_as_boto3_uploads_them(
         Config=TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB),
     )
     settings = S3Settings(endpoint_url=moto_server.url, part_size=4 * MiB)
-    async with S3ObjectStore.open(settings) as store:
-        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, store, sleep=no_sleep)
-        try:
-            entry = await downloader.download(
-                S3Location(BUCKET, key), listed, tmp_path / "model.bin", lambda _: None
-            )
-        finally:
-            downloader.close()
+    entry, _ = await download_listed(settings, key, tmp_path / "model.bin")
     assert (tmp_path / "model.bin").read_bytes() == data
     assert entry.verified_by != "size"
 
@@ -467,15 +474,7 @@ async def test_writeback_starts_as_each_range_lands(
         threaded_reads=threaded,
     )
     writeback = RecordingWriteback()
-    async with S3ObjectStore.open(settings) as store:
-        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, store, sleep=no_sleep, writeback=writeback)
-        try:
-            await downloader.download(
-                S3Location(BUCKET, key), listed, tmp_path / "out.bin", lambda _: None
-            )
-        finally:
-            downloader.close()
+    await download_listed(settings, key, tmp_path / "out.bin", writeback=writeback)
     # every range handed over once, covering the file exactly: the final flush finds the
     # pages already on their way to the disk
     assert sorted(writeback.ranges) == [
@@ -512,15 +511,7 @@ async def test_ranges_skip_the_page_cache_where_the_filesystem_takes_it(
     settings = S3Settings(
         endpoint_url=moto_server.url, part_size=5 * MiB, direct_writes=direct_writes
     )
-    async with S3ObjectStore.open(settings) as store:
-        (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, store, sleep=no_sleep)
-        try:
-            entry = await downloader.download(
-                S3Location(BUCKET, key), listed, tmp_path / "out.bin", lambda _: None
-            )
-        finally:
-            downloader.close()
+    entry, downloader = await download_listed(settings, key, tmp_path / "out.bin")
     assert downloader.direct_files == direct_files
     assert (tmp_path / "out.bin").read_bytes() == data
     assert entry.verified_by != "size"
