@@ -11,6 +11,7 @@ import pytest
 
 from syncd.app.embedded import MlflowServer, MotoServer
 from tests.support.faulty_proxy import FaultyS3Proxy
+from tests.support.tls import self_signed
 
 BUCKET = "mlflow"
 _KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TERM", "CI"}
@@ -113,3 +114,25 @@ def faults(faulty_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
     faulty_proxy.faults.reset()
     yield faulty_proxy
     faulty_proxy.faults.reset()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def https_proxy(moto_server: MotoServer, certificate: tuple[Path, Path]) -> Iterator[FaultyS3Proxy]:
+    """moto behind HTTPS (the fault proxy serving TLS): real S3 is HTTPS."""
+    proxy = FaultyS3Proxy(moto_server.url, tls=certificate)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def https_faults(https_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
+    https_proxy.faults.reset()
+    yield https_proxy
+    https_proxy.faults.reset()

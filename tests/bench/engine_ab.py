@@ -1,11 +1,15 @@
 """A/B of the data path: this checkout against another commit, same server, runs alternating.
 
-`python -m tests.bench.engine_ab --base REF [--gib 3] [--rounds 3]` checks REF out into a
-scratch worktree, serves `--gib` 1 GiB objects (uploaded as MLflow's boto3 does: 8 MiB parts)
-from `rclone serve s3`, and times `python -m tests.bench.fetch` (the syncer's one-shot path
-without the registry) from each tree in turn, size-only and verified, under `/usr/bin/time`.
-It prints each run and the medians of wall time and CPU seconds per GiB: a refactor of the
-engine shows here whether it cost anything before the full benchmark is run.
+`python -m tests.bench.engine_ab --base REF [--gib 3] [--rounds 3] [--tls]` checks REF out
+into a scratch worktree, serves `--gib` 1 GiB objects (uploaded as MLflow's boto3 does: 8 MiB
+parts) from `rclone serve s3` (over HTTPS with a self-signed certificate with `--tls`), and
+times `python -m tests.bench.fetch` (the syncer's one-shot path without the registry) from each
+tree in turn, size-only and verified, under `/usr/bin/time`. The order alternates from round to
+round, since the first run after the upload pays its writeback. `--base-env` / `--this-env
+NAME=VALUE` set a variable for one side only (`--base HEAD --this-env
+SYNCD_S3__MAX_CONCURRENCY=8` compares a setting). It prints each run and the medians of wall
+time and CPU seconds per GiB: a refactor of the engine shows here whether it cost anything
+before the full benchmark is run.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from tests.bench.bench import s3_client, start_rclone, tools, use_bench_credentials
+from tests.bench.bench import (
+    s3_client,
+    self_signed,
+    start_rclone,
+    tools,
+    use_bench_credentials,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "a" * 32
@@ -43,9 +53,11 @@ def upload(client: object, work: Path, count: int) -> None:
         source.unlink()
 
 
-def one(tree: Path, endpoint: str, root: Path, verify: str) -> tuple[float, float, float]:
+def one(
+    tree: Path, endpoint: str, root: Path, verify: str, extra: dict[str, str]
+) -> tuple[float, float, float]:
     """(wall s, CPU s, peak RSS MB) of one fetch from `tree`."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "SYNCD_S3__ENDPOINT_URL": endpoint}
+    env = {**os.environ, "PYTHONPATH": str(tree), "SYNCD_S3__ENDPOINT_URL": endpoint, **extra}
     uri = f"s3://models/runs/{RUN}/model"
     command = ["/usr/bin/time", "-f", "%U %S %M", sys.executable, "-m", "tests.bench.fetch"]
     started = time.perf_counter()
@@ -67,14 +79,27 @@ def main() -> int:
     parser.add_argument("--base", required=True, help="the commit to compare with")
     parser.add_argument("--gib", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed)")
+    parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--this-env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
+    extra = {
+        "base": dict(item.split("=", 1) for item in args.base_env),
+        "this": dict(item.split("=", 1) for item in args.this_env),
+    }
     use_bench_credentials()
     work = Path(tempfile.mkdtemp(prefix="syncd-ab-", dir=os.environ.get("SYNCD_BENCH_DIR")))
     base = work / "base"
     git = ["git", "-C", str(REPO), "worktree"]
     subprocess.run([*git, "add", "-f", str(base), args.base], check=True)
     (work / "rclone").mkdir()
-    server, endpoint = start_rclone(tools(), work / "rclone", work / "rclone.log")
+    certificate = self_signed(work) if args.tls else None
+    if certificate is not None:
+        os.environ["AWS_CA_BUNDLE"] = str(certificate[0])
+        # rclone refuses boto3's aws-chunked uploads (trailing checksums), which it sends
+        # only over HTTPS: MissingContentLength.
+        os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
+    server, endpoint = start_rclone(tools(), work / "rclone", work / "rclone.log", certificate)
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     try:
         client = s3_client(endpoint)
@@ -82,10 +107,11 @@ def main() -> int:
         upload(client, work, args.gib)
         for round_ in range(args.rounds):
             for verify in ("size", "checksum"):
-                for label, tree in (("base", base), ("this", REPO)):
+                sides = [("base", base), ("this", REPO)]
+                for label, tree in sides if round_ % 2 == 0 else sides[::-1]:
                     os.sync()
                     time.sleep(1)
-                    wall, cpu, rss = one(tree, endpoint, work / "root", verify)
+                    wall, cpu, rss = one(tree, endpoint, work / "root", verify, extra[label])
                     shutil.rmtree(work / "root", ignore_errors=True)
                     results.setdefault((verify, label), []).append((wall, cpu, rss))
                     print(
@@ -98,7 +124,8 @@ def main() -> int:
         server.wait()
         subprocess.run([*git, "remove", "--force", str(base)], check=False)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nmedians of {args.rounds}, {args.gib} x 1 GiB, base {args.base}:")
+    over = "HTTPS" if args.tls else "HTTP"
+    print(f"\nmedians of {args.rounds}, {args.gib} x 1 GiB over {over}, base {args.base}:")
     for (verify, label), rows in sorted(results.items()):
         wall = statistics.median(r[0] for r in rows)
         cpu = statistics.median(r[1] for r in rows) / args.gib

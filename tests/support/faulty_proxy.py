@@ -8,9 +8,11 @@ request still reaches a real S3 implementation.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -63,12 +65,17 @@ class Faults:
 
 
 class FaultyS3Proxy:
-    """Forwards everything to `upstream`; applies `faults` to object GETs."""
+    """Forwards everything to `upstream`; applies `faults` to object GETs. With `tls` (a
+    certificate and its key) it serves HTTPS, as real S3 does."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls: tuple[Path, Path] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._tls: ssl.SSLContext | None = None
+        if tls is not None:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(*tls)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.faults = Faults()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -90,7 +97,7 @@ class FaultyS3Proxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._tls).start()
 
     async def _stop(self) -> None:
         assert self._runner is not None

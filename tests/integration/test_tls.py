@@ -1,0 +1,162 @@
+"""Reads over HTTPS, as from real S3: moto behind the fault proxy serving TLS (self-signed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from syncd.core.plan import Range
+from syncd.errors import RetryableError
+from syncd.metrics import Metrics
+from syncd.settings import S3Settings
+from syncd.transfer.blocking_get import Abort, BlockingRangeReader
+from tests.conftest import BUCKET
+from tests.integration.test_transfer import MiB, download, downloading, put
+from tests.support.faulty_proxy import FaultyS3Proxy
+
+
+@pytest.mark.parametrize(
+    ("size", "multipart", "verified_by", "whole_gets"),
+    [
+        (13 * MiB + 5, True, "crc32-composite", 0),  # a range per 5 MiB upload part
+        (300 * 1024, False, "crc32", 1),  # under part_size: one whole GET
+    ],
+)
+async def test_pump_threads_read_over_https(
+    moto_server: Any,
+    https_faults: FaultyS3Proxy,
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+    size: int,
+    multipart: bool,
+    verified_by: str,
+    whole_gets: int,
+) -> None:
+    data = os.urandom(size)
+    key = put(moto_server.url, data, multipart=multipart)
+    entry = await download(https_faults.url, key, tmp_path / "x", ca_bundle=str(certificate[0]))
+    assert (tmp_path / "x").read_bytes() == data
+    assert entry.verified_by == verified_by
+    kinds = https_faults.faults.get_kinds
+    # Every byte came through the pump threads' presigned GETs, none through aiobotocore.
+    assert kinds["header"] == 0
+    assert kinds["presigned"] == (whole_gets or -(-size // (5 * MiB)))
+    assert kinds["checksum-mode"] == whole_gets
+
+
+async def test_cut_bodies_and_errors_over_https_are_retried(
+    moto_server: Any,
+    https_faults: FaultyS3Proxy,
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(10 * MiB)
+    key = put(moto_server.url, data, multipart=True)
+    https_faults.faults.truncate[key] = 1  # half a body, then the connection closed
+    https_faults.faults.server_error[key] = 1
+    metrics = Metrics()
+    entry = await download(
+        https_faults.url,
+        key,
+        tmp_path / "x",
+        metrics,
+        max_attempts=5,
+        ca_bundle=str(certificate[0]),
+    )
+    assert (tmp_path / "x").read_bytes() == data
+    assert entry.verified_by == "crc32-composite"
+    retried = {
+        sample.labels["reason"]: sample.value
+        for metric in metrics.registry.collect()
+        if metric.name == "syncd_request_retries"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    assert retried["bad_response"] == 1  # the cut body: short, not taken for a whole one
+    assert retried["throttled"] == 1  # the 503 SlowDown
+    assert https_faults.faults.get_kinds["header"] == 0
+
+
+def _presigned(endpoint: str, key: str) -> str:
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, verify=False, config=Config(signature_version="s3v4")
+    )
+    url: str = client.generate_presigned_url(
+        "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600
+    )
+    return url
+
+
+def _read(reader: BlockingRangeReader, url: str, size: int, etag: str) -> bytes:
+    out = bytearray(size)
+
+    def write(data: memoryview, offset: int) -> None:
+        out[offset : offset + len(data)] = data
+
+    reader.read_range(url, Range(0, size), etag, write, Abort())
+    return bytes(out)
+
+
+def test_a_certificate_nobody_vouches_for_is_refused(
+    moto_server: Any,
+    https_faults: FaultyS3Proxy,
+    certificate: tuple[Path, Path],
+    s3_client: Any,
+) -> None:
+    """The default trust store does not know the self-signed certificate: no byte is read;
+    with its CA bundle, or with verification turned off (`s3.verify_ssl: false`), it is."""
+    data = os.urandom(MiB + 1)
+    key = put(moto_server.url, data)
+    etag = s3_client.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+    url = _presigned(https_faults.url, key)
+    with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED"):
+        _read(BlockingRangeReader(256 * 1024, 10.0), url, len(data), etag)
+    assert https_faults.faults.gets[f"/{BUCKET}/{key}"] == 0
+    trusted = BlockingRangeReader(256 * 1024, 10.0, ca_bundle=str(certificate[0]))
+    assert _read(trusted, url, len(data), etag) == data
+    unchecked = BlockingRangeReader(256 * 1024, 10.0, verify_ssl=False)
+    assert _read(unchecked, url, len(data), etag) == data
+
+
+async def test_a_cancelled_download_over_https_stops_at_once(
+    moto_server: Any,
+    https_faults: FaultyS3Proxy,
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelling shuts the TCP socket under the TLS down, so a thread waiting in `recv` on
+    a crawling link returns at once and nothing is left reading."""
+    inside = Counter[str]()
+    original = BlockingRangeReader.read_range
+
+    def counted(self: BlockingRangeReader, *args: Any) -> None:
+        inside["now"] += 1
+        try:
+            original(self, *args)
+        finally:
+            inside["now"] -= 1
+
+    monkeypatch.setattr(BlockingRangeReader, "read_range", counted)
+    key = put(moto_server.url, os.urandom(12 * MiB), multipart=True)
+    https_faults.faults.slow[key] = 0.05  # ~1.3 MB/s a range: minutes, if not stopped
+    settings = S3Settings(
+        endpoint_url=https_faults.url,
+        part_size=4 * MiB,
+        max_concurrency=4,
+        ca_bundle=str(certificate[0]),
+    )
+    async with downloading(settings, key, tmp_path / "x") as (task, received):
+        assert inside["now"] > 0  # ranges are being read by threads right now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert inside["now"] == 0
+        assert sum(received.counts) == 0  # what was reported is taken back
