@@ -107,10 +107,12 @@ class WholeSink:
         self._counted(size)
 
     def end(self) -> None:
-        # fstat here, in the reader's thread: a stat on the event loop would wait on the disk.
+        # fstat and close here, in the reader's thread: on the event loop either would wait
+        # on the disk (a close cost ~0.2 ms of the loop's time a file, for 2,000 small files).
         assert self._fd is not None
         stat = locally(os.fstat, self._fd)
         self.written = Written(stat.st_size, stat.st_mtime_ns)
+        locally(self.close)
 
     def close(self) -> None:
         if self._fd is not None:
