@@ -1,4 +1,16 @@
-from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy, differences
+import json
+from dataclasses import asdict, replace
+
+from syncd.core.manifest import (
+    FORMAT_VERSION,
+    FileEntry,
+    HookRecord,
+    HookRun,
+    Manifest,
+    RemoteObject,
+    WantedBy,
+    differences,
+)
 
 RUN = "a" * 32
 
@@ -47,3 +59,16 @@ def test_json_round_trip() -> None:
     assert restored == original
     assert restored.total_bytes == 3
     assert [item.path for item in restored.unverified] == ["b"]
+
+
+def test_json_is_what_asdict_would_write() -> None:
+    """to_json's own conversion writes what `dataclasses.asdict` did, field for field."""
+    files = (
+        FileEntry("a.bin", 9, "e", "md5", "x", 8, "n", 1.5, 12, ((4, 1), (9, 2))),
+        FileEntry("b.json", 0, None, "size"),
+    )
+    hook = HookRecord("prod", "M", "1", "alias production", 2.5, (HookRun("r", "ok", "d", 1),))
+    synced = replace(manifest(*files), hooks=(hook,), unwanted_since=3.0, synced_at=4.0)
+    document = asdict(synced)
+    document["format"] = FORMAT_VERSION
+    assert synced.to_json() == json.dumps(document, indent=2, sort_keys=True)
