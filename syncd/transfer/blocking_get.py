@@ -28,7 +28,6 @@ from syncd.core.plan import Range
 from syncd.errors import RetryableError, SyncdError
 from syncd.remote.failure import status_error
 from syncd.remote.s3 import check_content_range
-from syncd.transfer.memory_tls import MemoryTlsConnection
 
 __all__ = ["Abort", "BlockingRangeReader", "LocalWriteError", "Write"]
 
@@ -117,7 +116,7 @@ class BlockingRangeReader:
                 if not self._verify_ssl:
                     self._ssl.check_hostname = False
                     self._ssl.verify_mode = ssl.CERT_NONE
-            return MemoryTlsConnection(netloc, timeout=self._timeout, context=self._ssl)
+            return http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._ssl)
         return http.client.HTTPConnection(netloc, timeout=self._timeout)
 
     def read_range(
