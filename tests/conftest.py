@@ -101,19 +101,26 @@ def proxied_mlflow_server(moto_server: MotoServer, server_logs: Path) -> Iterato
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def faulty_proxy(moto_server: MotoServer) -> Iterator[FaultyS3Proxy]:
-    proxy = FaultyS3Proxy(moto_server.url)
+def _serving(proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
     proxy.start()
     yield proxy
     proxy.stop()
 
 
+def _reset(proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
+    proxy.faults.reset()
+    yield proxy
+    proxy.faults.reset()
+
+
+@pytest.fixture(scope="session")
+def faulty_proxy(moto_server: MotoServer) -> Iterator[FaultyS3Proxy]:
+    yield from _serving(FaultyS3Proxy(moto_server.url))
+
+
 @pytest.fixture
 def faults(faulty_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
-    faulty_proxy.faults.reset()
-    yield faulty_proxy
-    faulty_proxy.faults.reset()
+    yield from _reset(faulty_proxy)
 
 
 @pytest.fixture(scope="session")
@@ -125,14 +132,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def https_proxy(moto_server: MotoServer, certificate: tuple[Path, Path]) -> Iterator[FaultyS3Proxy]:
     """moto behind HTTPS (the fault proxy serving TLS): real S3 is HTTPS."""
-    proxy = FaultyS3Proxy(moto_server.url, tls=certificate)
-    proxy.start()
-    yield proxy
-    proxy.stop()
+    yield from _serving(FaultyS3Proxy(moto_server.url, tls=certificate))
 
 
 @pytest.fixture
 def https_faults(https_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
-    https_proxy.faults.reset()
-    yield https_proxy
-    https_proxy.faults.reset()
+    yield from _reset(https_proxy)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +13,9 @@ from botocore.config import Config
 from syncd.core.plan import Range
 from syncd.errors import RetryableError
 from syncd.metrics import Metrics
-from syncd.settings import S3Settings
 from syncd.transfer.blocking_get import Abort, BlockingRangeReader
 from tests.conftest import BUCKET
-from tests.integration.test_transfer import MiB, download, downloading, put
+from tests.integration.test_transfer import MiB, download, put
 from tests.support.faulty_proxy import FaultyS3Proxy
 
 
@@ -123,40 +120,3 @@ def test_a_certificate_nobody_vouches_for_is_refused(
     assert _read(trusted, url, len(data), etag) == data
     unchecked = BlockingRangeReader(256 * 1024, 10.0, verify_ssl=False)
     assert _read(unchecked, url, len(data), etag) == data
-
-
-async def test_a_cancelled_download_over_https_stops_at_once(
-    moto_server: Any,
-    https_faults: FaultyS3Proxy,
-    certificate: tuple[Path, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Cancelling shuts the TCP socket under the TLS down, so a thread waiting in `recv` on
-    a crawling link returns at once and nothing is left reading."""
-    inside = Counter[str]()
-    original = BlockingRangeReader.read_range
-
-    def counted(self: BlockingRangeReader, *args: Any) -> None:
-        inside["now"] += 1
-        try:
-            original(self, *args)
-        finally:
-            inside["now"] -= 1
-
-    monkeypatch.setattr(BlockingRangeReader, "read_range", counted)
-    key = put(moto_server.url, os.urandom(12 * MiB), multipart=True)
-    https_faults.faults.slow[key] = 0.05  # ~1.3 MB/s a range: minutes, if not stopped
-    settings = S3Settings(
-        endpoint_url=https_faults.url,
-        part_size=4 * MiB,
-        max_concurrency=4,
-        ca_bundle=str(certificate[0]),
-    )
-    async with downloading(settings, key, tmp_path / "x") as (task, received):
-        assert inside["now"] > 0  # ranges are being read by threads right now
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert inside["now"] == 0
-        assert sum(received.counts) == 0  # what was reported is taken back

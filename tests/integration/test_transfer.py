@@ -98,6 +98,22 @@ def put(
     return key
 
 
+def threads_reading(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """A counter whose "now" is how many pump threads are inside a ranged read."""
+    inside = Counter[str]()
+    original = BlockingRangeReader.read_range
+
+    def counted(self: BlockingRangeReader, *args: Any) -> None:
+        inside["now"] += 1
+        try:
+            original(self, *args)
+        finally:
+            inside["now"] -= 1
+
+    monkeypatch.setattr(BlockingRangeReader, "read_range", counted)
+    return inside
+
+
 async def download(
     endpoint: str, key: str, dest: Path, metrics: Metrics | None = None, **settings: Any
 ) -> FileEntry:
@@ -385,28 +401,22 @@ async def test_object_replaced_mid_download_fails_on_if_match(
     assert sum(received.counts) < 12 * MiB  # nothing of the new version was taken as the old
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_cancelled_download_leaves_no_thread_reading(
-    faults: FaultyS3Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When a download is cancelled, no pump thread is still reading once the await returns.
 
     The caller closes the file right after: a thread that outlived the await would write
-    into a closed, or worse a reused, file descriptor.
+    into a closed, or worse a reused, file descriptor. Over HTTPS too: the TCP socket under
+    the TLS is shut down, so a thread waiting in `recv` returns at once.
     """
-    inside = Counter[str]()
-    original = BlockingRangeReader.read_range
-
-    def counted(self: BlockingRangeReader, *args: Any) -> None:
-        inside["now"] += 1
-        try:
-            original(self, *args)
-        finally:
-            inside["now"] -= 1
-
-    monkeypatch.setattr(BlockingRangeReader, "read_range", counted)
-    key = put(faults.url, os.urandom(12 * MiB), multipart=True)
-    faults.faults.slow[key] = 0.05  # a crawling link: the abort must not wait for it
-    s3_settings = S3Settings(endpoint_url=faults.url, part_size=4 * MiB, max_concurrency=4)
+    proxy: FaultyS3Proxy = request.getfixturevalue("faults" if scheme == "http" else "https_faults")
+    tls = {"ca_bundle": str(request.getfixturevalue("certificate")[0])} if scheme == "https" else {}
+    inside = threads_reading(monkeypatch)
+    key = put(request.getfixturevalue("moto_server").url, os.urandom(12 * MiB), multipart=True)
+    proxy.faults.slow[key] = 0.05  # a crawling link: the abort must not wait for it
+    s3_settings = S3Settings(endpoint_url=proxy.url, part_size=4 * MiB, max_concurrency=4, **tls)
     async with downloading(s3_settings, key, tmp_path / "x") as (task, received):
         assert inside["now"] > 0  # ranges are being read by threads right now
         task.cancel()
