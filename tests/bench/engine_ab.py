@@ -5,7 +5,9 @@ into a scratch worktree, serves `--gib` 1 GiB objects (uploaded as MLflow's boto
 parts) from `rclone serve s3` (over HTTPS with a self-signed certificate with `--tls`), and
 times `python -m tests.bench.fetch` (the syncer's one-shot path without the registry) from each
 tree in turn, size-only and verified, under `/usr/bin/time`. The order alternates from round to
-round, since the first run after the upload pays its writeback. `--base-env` / `--this-env
+round, since the first run after the upload pays its writeback. `--small N` serves N objects of
+64 KiB instead (each in one PUT, as small files are) and reports CPU seconds per run: the
+small-file path (one whole GET per object). `--base-env` / `--this-env
 NAME=VALUE` set a variable for one side only (`--base HEAD --this-env
 SYNCD_S3__MAX_CONCURRENCY=8` compares a setting). It prints each run and the medians of wall
 time and CPU seconds per GiB: a refactor of the engine shows here whether it cost anything
@@ -22,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
@@ -37,6 +41,18 @@ from tests.bench.bench import (
 REPO = Path(__file__).resolve().parents[2]
 RUN = "a" * 32
 GiB = 1 << 30
+
+
+SMALL = 64 << 10
+
+
+def upload_small(client: Any, count: int) -> None:
+    def put(index: int) -> None:
+        key = f"runs/{RUN}/model/file-{index:05d}.bin"
+        client.put_object(Bucket="models", Key=key, Body=os.urandom(SMALL))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(count)))
 
 
 def upload(client: object, work: Path, count: int) -> None:
@@ -79,6 +95,7 @@ def main() -> int:
     parser.add_argument("--base", required=True, help="the commit to compare with")
     parser.add_argument("--gib", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--small", type=int, default=0, help="N objects of 64 KiB instead")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed)")
     parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--this-env", action="append", default=[], metavar="NAME=VALUE")
@@ -104,7 +121,12 @@ def main() -> int:
     try:
         client = s3_client(endpoint)
         client.create_bucket(Bucket="models")
-        upload(client, work, args.gib)
+        if args.small:
+            upload_small(client, args.small)
+        else:
+            upload(client, work, args.gib)
+        # CPU per GiB for large objects; CPU seconds per run for many small ones.
+        per, unit = (1.0, "CPU s") if args.small else (float(args.gib), "CPU s/GiB")
         for round_ in range(args.rounds):
             for verify in ("size", "checksum"):
                 sides = [("base", base), ("this", REPO)]
@@ -116,7 +138,7 @@ def main() -> int:
                     results.setdefault((verify, label), []).append((wall, cpu, rss))
                     print(
                         f"round {round_ + 1} {verify:8} {label}: {wall:.2f} s, "
-                        f"{cpu / args.gib:.2f} CPU s/GiB, {rss:.0f} MB",
+                        f"{cpu / per:.2f} {unit}, {rss:.0f} MB",
                         flush=True,
                     )
     finally:
@@ -125,12 +147,13 @@ def main() -> int:
         subprocess.run([*git, "remove", "--force", str(base)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     over = "HTTPS" if args.tls else "HTTP"
-    print(f"\nmedians of {args.rounds}, {args.gib} x 1 GiB over {over}, base {args.base}:")
+    what = f"{args.small} x 64 KiB" if args.small else f"{args.gib} x 1 GiB"
+    print(f"\nmedians of {args.rounds}, {what} over {over}, base {args.base}:")
     for (verify, label), rows in sorted(results.items()):
         wall = statistics.median(r[0] for r in rows)
-        cpu = statistics.median(r[1] for r in rows) / args.gib
+        cpu = statistics.median(r[1] for r in rows) / per
         rss = max(r[2] for r in rows)
-        print(f"  {verify:8} {label}: {wall:.2f} s, {cpu:.2f} CPU s/GiB, {rss:.0f} MB")
+        print(f"  {verify:8} {label}: {wall:.2f} s, {cpu:.2f} {unit}, {rss:.0f} MB")
     return 0
 
 

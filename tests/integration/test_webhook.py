@@ -15,11 +15,19 @@ from typing import Any
 from mlflow import MlflowClient
 
 from syncd.app.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from syncd.settings import Settings
 from tests.support.daemon import WAIT, eventually, running, sample
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
 
 SECRET = "webhook-secret-for-tests"
+
+
+def only(tracking_uri: str, root: Path, model: str, **overrides: Any) -> Settings:
+    """A daemon over one model name: the suite's MLflow server holds every test's models,
+    and a target of `*` would sync each of them before the daemon is ready."""
+    target = {"name": "prod", "root": str(root), "alias": "production", "models": [model]}
+    return make_settings(tracking_uri, targets=[target], **overrides)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -38,9 +46,10 @@ async def test_alias_set_in_mlflow_is_synced_without_waiting_for_a_poll(
     name = unique_name("hook")
     published = publish(mlflow_server.url, tmp_path, name, alias=None, shard_mib=(1,))
     root = tmp_path / "llm-models"
-    settings = make_settings(
+    settings = only(
         mlflow_server.url,
         root,
+        name,
         poll_interval="1h",  # only the webhook can bring the folder within the test
         http={"webhook_secret": SECRET},
     )
@@ -84,7 +93,9 @@ async def test_alias_set_in_mlflow_is_synced_without_waiting_for_a_poll(
 async def test_unsigned_forged_and_stale_deliveries_are_refused(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    settings = make_settings(mlflow_server.url, tmp_path / "r", http={"webhook_secret": SECRET})
+    settings = only(
+        mlflow_server.url, tmp_path / "r", unique_name("absent"), http={"webhook_secret": SECRET}
+    )
     body = json.dumps({"entity": "model_version_alias", "action": "created", "data": {}}).encode()
     now = str(int(time.time()))
     async with running(settings) as (daemon, url):
@@ -114,7 +125,7 @@ async def test_unsigned_forged_and_stale_deliveries_are_refused(
 
 
 async def test_webhooks_are_off_without_a_secret(mlflow_server: Any, tmp_path: Path) -> None:
-    settings = make_settings(mlflow_server.url, tmp_path / "r")
+    settings = only(mlflow_server.url, tmp_path / "r", unique_name("absent"))
     async with running(settings) as (daemon, url):
         status = await asyncio.to_thread(post, f"{url}/webhooks/mlflow", b"{}", {})
         assert status == 403
@@ -142,7 +153,9 @@ def post_chunked(url: str, size: int) -> int:
 
 
 async def test_every_refused_delivery_is_counted(mlflow_server: Any, tmp_path: Path) -> None:
-    settings = make_settings(mlflow_server.url, tmp_path / "r", http={"webhook_secret": SECRET})
+    settings = only(
+        mlflow_server.url, tmp_path / "r", unique_name("absent"), http={"webhook_secret": SECRET}
+    )
     async with running(settings) as (daemon, url):
         endpoint = f"{url}/webhooks/mlflow"
         statuses = [
