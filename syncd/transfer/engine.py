@@ -191,8 +191,7 @@ class Downloader:
         request = GetRequest(transfer.location, obj.size, etag=obj.etag)
         sink = await self._fetch(
             request, lambda counted: WholeSink(transfer.dest, decide, counted), transfer.progress
-        )
-        sink.close()
+        )  # the file is closed: by the sink's end, or by `_fetch` when an attempt failed
         assert sink.facts is not None
         assert sink.hashers is not None
         assert sink.written is not None
