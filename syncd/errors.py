@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "RETRY_REASONS",
     "ChecksumMismatchError",
@@ -21,13 +23,39 @@ __all__ = [
     "TransferError",
     "UnsafeKeyError",
     "WebhookRejectedError",
+    "cut",
+    "describe_os_error",
     "is_terminal",
     "primary_error",
+    "quoted",
 ]
 
 
+# What one quoted value or one message may take of a log line, a page or /api/status: values
+# come from outside (a run id in a model_context.json, an object key) and may be megabytes.
+QUOTE_LIMIT = 200
+MESSAGE_LIMIT = 4000
+
+
+def cut(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` whole when short, else its start and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\u2026 ({len(text)} characters)"
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` for a message, cut to about `limit` characters."""
+    return cut(repr(value), limit)
+
+
 class SyncdError(Exception):
-    """Base of every error syncd means to report to a person (no traceback needed)."""
+    """Base of every error syncd means to report to a person (no traceback needed).
+
+    A message is cut to MESSAGE_LIMIT characters whatever it quotes."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(cut(a, MESSAGE_LIMIT) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(SyncdError):
@@ -69,7 +97,7 @@ class UnsafeKeyError(SourceError):
     """An object key would be written outside its run folder."""
 
     def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"refusing object key {key!r}: {reason}")
+        super().__init__(f"refusing object key {quoted(key)}: {reason}")
         self.key = key
         self.reason = reason
 
@@ -93,7 +121,8 @@ class ObjectChangedError(TransferError):
     """The object was replaced while it was being downloaded (IfMatch failed)."""
 
     def __init__(self, key: str, etag: str) -> None:
-        super().__init__(f"{key}: object changed during download (expected ETag {etag})")
+        expected = f"expected ETag {etag}" if etag else "its ETag no longer matched"
+        super().__init__(f"{key}: object changed during download ({expected})")
         self.key = key
         self.etag = etag
 
@@ -174,3 +203,11 @@ def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if isinstance(leaf, SyncdError):
             return leaf
     return leaves[0]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`too many open files (EMFILE) at /path` and the like: one line, no traceback."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    words = (exc.strerror or str(exc)).lower()
+    where = f" at {cut(str(exc.filename))}" if exc.filename else ""
+    return f"{words}{f' ({name})' if name else ''}{where}"

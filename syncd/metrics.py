@@ -145,6 +145,18 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.quarantine_bytes = Gauge(
+            "syncd_quarantine_bytes",
+            "Bytes syncd set aside under {root}/.syncd/quarantine (kept for quarantine_keep).",
+            ["target"],
+            registry=r,
+        )
+        self.background_errors = Counter(
+            "syncd_background_errors",
+            "Local failures (EMFILE, EIO, ...) of a periodic task, logged and retried.",
+            ["task"],
+            registry=r,
+        )
         self.foreign_folders = Gauge(
             "syncd_foreign_folders",
             "Folders under a target's root that syncd did not create (left alone).",

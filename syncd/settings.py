@@ -117,7 +117,10 @@ class WebhookHook(_Strict):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")) or len(value) < 10:
-            raise ValueError(f"must be an http(s):// URL, got {value!r}")
+            # Not the value: a mistyped Slack URL still carries its token.
+            raise ValueError(
+                f"must be an http(s):// URL (got {len(value)} characters that are not)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -138,6 +141,8 @@ class HookSettings(_Strict):
     command: list[str] | None = Field(default=None, min_length=1)
     attempts: int = Field(default=5, ge=1, le=20)
     timeout: Seconds = 300.0  # a command's time limit
+    # Variables a command inherits beyond PATH, HOME, the locale and the SYNCD_* facts.
+    pass_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
 
     @model_validator(mode="after")
     def _one_kind(self) -> HookSettings:
@@ -280,6 +285,10 @@ class HttpSettings(_Strict):
     # The secret MLflow webhooks are created with; /webhooks/mlflow refuses every delivery
     # while it is unset (an unsigned endpoint would let anyone drive registry polls).
     webhook_secret: SecretStr | None = None
+    # Whoever reaches the port must not take the daemon's file descriptors: connections
+    # over the cap are closed at once, and a request head not sent whole in time is dropped.
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    header_timeout: Seconds = 30.0
 
 
 class Settings(BaseSettings):
@@ -308,6 +317,9 @@ class Settings(BaseSettings):
     gc: bool = True
     gc_grace: Seconds = 3600.0
     keep_previous: int = Field(default=1, ge=0, le=100)
+    # What syncd set aside (planted links, files it did not put in a folder, folders it did
+    # not create) stays in {root}/.syncd/quarantine this long for a person to look at.
+    quarantine_keep: Seconds = 7 * 86400.0
     lock_retry_interval: Seconds = 5.0
     # How often each folder in place is compared with its source's listing (the only S3
     # requests an idle daemon makes), spread over the interval rather than all at once.

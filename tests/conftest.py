@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from syncd.app.embedded import MlflowServer, MotoServer
+from tests.support.disk import mounted_small_disk
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.tls import self_signed
 
@@ -138,3 +139,9 @@ def https_proxy(moto_server: MotoServer, certificate: tuple[Path, Path]) -> Iter
 @pytest.fixture
 def https_faults(https_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
     yield from _reset(https_proxy)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 48 MiB tmpfs to fill (root only; skipped elsewhere with the reason)."""
+    yield from mounted_small_disk(tmp_path)

@@ -37,6 +37,8 @@ def pairs(arguments: list[str]) -> list[tuple[ModelUri, Path]]:
         for uri, dest in zip(arguments[::2], arguments[1::2], strict=True)
     ]
     dests = [dest.resolve() for _, dest in found]
+    if Path("/") in dests:
+        raise SyncdError("refusing DEST_PATH /: give the folder the model server reads")
     if len(set(dests)) != len(dests):
         raise SyncdError("each DEST_PATH may receive one model only")
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from syncd.metrics import Metrics
 from syncd.reconcile.daemon import Daemon
 from syncd.settings import Settings
 
-__all__ = ["check_port_free", "run_service"]
+__all__ = ["check_port_free", "raise_open_file_limit", "run_service"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,22 @@ def check_port_free(host: str, port: int, key: str) -> None:
             raise _port_problem(host, port, exc, key) from exc
 
 
+def raise_open_file_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard limit (often 1,024 of 524,288 in a
+    container): S3 connections, the dataset's files and the HTTP port share it. Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    log.debug("open-file limit: %d", soft)
+    return soft
+
+
 async def run_service(
     settings: Settings,
     *,
@@ -59,6 +76,7 @@ async def run_service(
     """
     if not settings.targets:
         raise ConfigError("no targets configured: add at least one under `targets:`")
+    raise_open_file_limit()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     metrics = Metrics()

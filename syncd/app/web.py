@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import __version__
+from syncd.app.http_guard import ConnectionGuard, GuardedServer, start_guarded
 from syncd.app.snapshot import snapshot
 from syncd.app.webhook import (
     check_delivery,
@@ -281,10 +282,16 @@ def build_app(daemon: Daemon) -> web.Application:
     return app
 
 
-async def serve(daemon: Daemon, host: str, port: int) -> web.AppRunner:
-    """Start serving in the background; the caller cleans the runner up."""
-    runner = web.AppRunner(build_app(daemon), access_log=None)
+async def serve(
+    daemon: Daemon, host: str, port: int, guard: ConnectionGuard | None = None
+) -> GuardedServer:
+    """Start serving in the background, through the connection guard; the caller cleans the
+    server up."""
+    http = daemon.settings.http
+    guard = guard or ConnectionGuard(http.max_connections, http.header_timeout)
+    # Idle keep-alive connections (after a request) go after 15 s; before the first request
+    # the guard's head timeout applies.
+    runner = web.AppRunner(build_app(daemon), access_log=None, keepalive_timeout=15.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner
+    assert runner.server is not None
+    return await start_guarded(runner.server, runner.cleanup, host, port, guard)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.errors import WebhookRejectedError
+from syncd.errors import WebhookRejectedError, quoted
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -71,7 +71,9 @@ def check_delivery(
     try:
         sent_at = float(timestamp)
     except ValueError:
-        raise WebhookRejectedError(f"{TIMESTAMP_HEADER} {timestamp!r} is not a number") from None
+        raise WebhookRejectedError(
+            f"{TIMESTAMP_HEADER} {quoted(timestamp)} is not a number"
+        ) from None
     if abs(now - sent_at) > max_skew:
         raise WebhookRejectedError(
             f"timestamp is {now - sent_at:+.0f}s off this clock (at most {max_skew:.0f}s allowed)"

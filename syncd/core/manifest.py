@@ -19,7 +19,11 @@ __all__ = [
     "last_move",
 ]
 
-FORMAT_VERSION = 1
+# Moves whenever the schema grows (2: `hooks` and `unwanted_since` as fields of their own).
+# Fields are only ever added, so a reader takes any format from 1 up and ignores the fields it
+# does not know: a manifest written by a newer syncd never makes an older one quarantine the
+# folder and download it again. A change that is not additive would be a new file name.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,9 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         document = json.loads(text)
-        if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
-            raise ValueError("not a syncd manifest of a known format")
+        written = document.get("format") if isinstance(document, dict) else None
+        if not isinstance(written, int) or isinstance(written, bool) or written < 1:
+            raise ValueError("not a syncd manifest")
         # Manifests before 0.2 kept these two under a free-form "extra".
         extra = document.get("extra") or {}
         hooks = document.get("hooks", extra.get("hooks", []))
@@ -154,7 +159,9 @@ class Manifest:
             run_id=document["run_id"],
             source_uri=document["source_uri"],
             files=tuple(_file_entry(entry) for entry in document["files"]),
-            wanted_by=tuple(WantedBy(**wanted) for wanted in document.get("wanted_by", [])),
+            wanted_by=tuple(
+                WantedBy(**_known(WantedBy, wanted)) for wanted in document.get("wanted_by", [])
+            ),
             synced_at=document.get("synced_at", 0.0),
             syncd_version=document.get("syncd_version", ""),
             hooks=tuple(_hook_record(entry) for entry in hooks if isinstance(entry, dict)),
@@ -188,9 +195,19 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def _known(kind: type, document: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `document` that `kind` has (a newer syncd may have written more)."""
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(field.name for field in fields(kind))
+    return {name: value for name, value in document.items() if name in names}
+
+
 def _file_entry(document: dict[str, Any]) -> FileEntry:
-    ranges = tuple((int(end), int(crc)) for end, crc in document.pop("range_crc32c", ()))
-    return FileEntry(**document, range_crc32c=ranges)
+    ranges = tuple((int(end), int(crc)) for end, crc in document.get("range_crc32c", ()))
+    known = _known(FileEntry, document)
+    known["range_crc32c"] = ranges
+    return FileEntry(**known)
 
 
 def _hook_record(document: Mapping[str, Any]) -> HookRecord:

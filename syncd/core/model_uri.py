@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from syncd.errors import SyncdError
+from syncd.errors import SyncdError, quoted
 
 __all__ = ["ModelUri", "parse_model_uri"]
 
@@ -29,7 +29,7 @@ def parse_model_uri(uri: str) -> ModelUri:
     """The registered model and pointer a `models:/` URI names; a SyncdError in one line
     when it names none (a storageUri's typo becomes the InferenceService's message)."""
     if not uri.startswith(_PREFIX):
-        raise SyncdError(f"{uri!r} is not a models:/ URI (models:/NAME@ALIAS, /NAME/VERSION)")
+        raise SyncdError(f"{quoted(uri)} is not a models:/ URI (models:/NAME@ALIAS, /NAME/VERSION)")
     rest = uri[len(_PREFIX) :].strip("/")
     if "@" in rest:
         name, _, alias = rest.rpartition("@")
@@ -43,6 +43,6 @@ def parse_model_uri(uri: str) -> ModelUri:
             if pointer.lower() != "latest":
                 return ModelUri(name, "stage", pointer)
     raise SyncdError(
-        f"{uri!r} names no model version: use models:/NAME@ALIAS, models:/NAME/VERSION or "
+        f"{quoted(uri)} names no model version: use models:/NAME@ALIAS, models:/NAME/VERSION or "
         "models:/NAME/STAGE"
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from syncd.core.checksum import Algorithm
+from syncd.errors import quoted
 
 __all__ = ["CheckPlan", "ObjectFacts", "Range", "choose_check", "plan_ranges", "unquote_etag"]
 
@@ -112,7 +113,9 @@ def choose_check(facts: ObjectFacts, mode: Literal["checksum", "size"]) -> Check
         return CheckPlan("multipart-etag", Algorithm.MD5, etag)
     if _MD5_HEX.match(etag):
         return CheckPlan("whole", Algorithm.MD5, etag)
-    return CheckPlan("size", note=f"ETag {etag!r} is not an MD5 and the object has no checksum")
+    return CheckPlan(
+        "size", note=f"ETag {quoted(etag)} is not an MD5 and the object has no checksum"
+    )
 
 
 @dataclass(frozen=True, order=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from syncd.core.ids import is_run_id
-from syncd.errors import ResolutionError
+from syncd.errors import ResolutionError, quoted
 
 __all__ = ["ParentRun", "parse_model_context", "resolve_parent_run"]
 
@@ -35,7 +35,7 @@ def parse_model_context(model: str, version: str, raw: bytes) -> str:
     run_id = document["run_id"]
     if not is_run_id(run_id):
         raise ResolutionError(
-            model, version, f"model_context.json run_id {run_id!r} is not a 32-hex run id"
+            model, version, f"model_context.json run_id {quoted(run_id)} is not a 32-hex run id"
         )
     return str(run_id)
 
@@ -56,12 +56,12 @@ def resolve_parent_run(
     """
     if parent_tag is not None and not is_run_id(parent_tag):
         raise ResolutionError(
-            model, version, f"tag mlflow.parentRunId {parent_tag!r} is not a 32-hex run id"
+            model, version, f"tag mlflow.parentRunId {quoted(parent_tag)} is not a 32-hex run id"
         )
     if context_run_id is not None:
         if not is_run_id(context_run_id):
             raise ResolutionError(
-                model, version, f"context run_id {context_run_id!r} is not a 32-hex run id"
+                model, version, f"context run_id {quoted(context_run_id)} is not a 32-hex run id"
             )
         if parent_tag is not None and parent_tag != context_run_id and not allow_foreign_parent:
             raise ResolutionError(
@@ -77,5 +77,7 @@ def resolve_parent_run(
     if version_run_id is None:
         raise ResolutionError(model, version, "the version has no run and no model_context.json")
     if not is_run_id(version_run_id):
-        raise ResolutionError(model, version, f"run id {version_run_id!r} is not a 32-hex run id")
+        raise ResolutionError(
+            model, version, f"run id {quoted(version_run_id)} is not a 32-hex run id"
+        )
     return ParentRun(version_run_id, "version_run")

@@ -90,5 +90,10 @@ def _parse_row(row: Any) -> tuple[CacheKey, Resolution] | None:
     # A hand-edited file must not smuggle a path in: the same checks as a fresh resolution.
     if not is_run_id(row["run_id"]) or row["basis"] not in _BASES:
         return None
+    # Nor redirect a download: the source is that run's own artifacts, as MLflow lays them out
+    # (`{experiment location}/{run_id}/artifacts`), or the row is resolved again.
+    suffix = f"/{row['run_id']}/artifacts/{row['artifact_path'].strip('/')}"
+    if not row["source_uri"].rstrip("/").endswith(suffix):
+        return None
     key = (row["model"], row["version"], row["artifact_path"])
     return key, Resolution(row["run_id"], cast(Basis, row["basis"]), row["source_uri"])

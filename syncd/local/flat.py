@@ -15,6 +15,7 @@ from pathlib import Path
 
 from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError
+from syncd.local.inside import InsideFolder
 from syncd.local.store import LocalStore
 
 __all__ = ["FlatStore"]
@@ -37,15 +38,30 @@ class FlatStore(LocalStore):
     def publish(
         self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
     ) -> None:
-        """Move the built files into the destination, each replacing what was there."""
-        for path in sorted(staging.rglob("*")):
-            if path.is_symlink() or not path.is_file():
-                continue
-            target = self.dest / path.relative_to(staging)
+        """Move the built files into the destination, each replacing what was there.
+
+        A file syncd did not put there (no manifest of this destination lists it) is never
+        overwritten: the whole move is refused before any file is replaced."""
+        built = [
+            path.relative_to(staging).as_posix()
+            for path in sorted(staging.rglob("*"))
+            if path.is_file() and not path.is_symlink()
+        ]
+        mine = {entry.path for manifest in self.manifests_on_disk() for entry in manifest.files}
+        inside = InsideFolder(self.dest)
+        theirs = [p for p in built if p not in mine and inside.lstat(p) is not None]
+        if theirs:
+            more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
+            raise LocalStoreError(
+                f"{self.dest / theirs[0]}{more} already there and not put there by syncd: "
+                "not overwriting; move it away or give an empty DEST"
+            )
+        for relative in built:
+            target = self.dest / relative
             self.real_dir(target.parent)
             if target.is_symlink() or target.is_dir():
                 raise LocalStoreError(f"{target} is not a plain file: not replacing it")
-            os.replace(path, target)
+            os.replace(staging / relative, target)
         self.discard(staging)
 
     def drop_others(self, keep: Manifest) -> list[str]:
@@ -56,10 +72,13 @@ class FlatStore(LocalStore):
         for manifest in self.manifests_on_disk():
             if manifest.run_id == keep.run_id:
                 continue
+            inside = InsideFolder(self.dest)
             for entry in manifest.files:
                 if entry.path not in wanted:
-                    path = self.dest / entry.path
-                    if path.is_file() and not path.is_symlink():
+                    # Every folder on the way checked: a link planted at `sub/` must not make
+                    # `sub/config.json` a file outside DEST.
+                    path = inside.regular_file(entry.path)
+                    if path is not None:
                         path.unlink()
                         removed.append(entry.path)
             self.manifest_path(manifest.run_id).unlink(missing_ok=True)

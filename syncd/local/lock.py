@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from syncd.errors import LocalStoreError
+from syncd.local.staging import settle_pending
 from syncd.local.store import LocalStore
 
 __all__ = ["RootLock", "take_root"]
@@ -93,4 +94,5 @@ def take_root(store: LocalStore, lock: RootLock, purpose: str) -> bool:
     if not lock.try_acquire(purpose):
         return False
     store.clear_staging()
+    settle_pending(store)
     return True

@@ -4,17 +4,30 @@ with its manifest, or discarded (blocking; the syncer calls these in worker thre
 from __future__ import annotations
 
 import errno
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from syncd.core.folder_plan import FolderPlan
+from syncd.core.ids import is_run_id
 from syncd.core.manifest import Manifest, RemoteObject
 from syncd.errors import LocalStoreError
+from syncd.local.inside import InsideFolder
 from syncd.local.resume import ResumeState
-from syncd.local.store import LocalStore
+from syncd.local.store import LocalStore, manifest_lock
 
-__all__ = ["discard_build", "local_failure", "prepare_staging", "publish_build"]
+__all__ = [
+    "discard_build",
+    "local_failure",
+    "prepare_staging",
+    "publish_build",
+    "publish_with_manifest",
+    "settle_pending",
+]
+
+log = logging.getLogger(__name__)
 
 
 def local_failure(store: LocalStore, exc: OSError, needed: int) -> LocalStoreError:
@@ -38,15 +51,19 @@ def prepare_staging(
     # A build interrupted earlier may hold files the source no longer has: never publish those.
     prune(staging, {obj.path for obj in listing})
     vanished = set()
+    inside = InsideFolder(folder)
     for path in [*plan.reuse, *plan.patch]:
         destination = staging / path
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.unlink(missing_ok=True)
+        source = inside.regular_file(path)  # never through a link planted since the plan
         try:
+            if source is None:
+                raise FileNotFoundError(path)
             if path in plan.reuse:
-                os.link(folder / path, destination)
+                os.link(source, destination, follow_symlinks=False)
             else:
-                copy_file(folder / path, destination)
+                copy_file(source, destination)
         except FileNotFoundError:
             vanished.add(path)
     return vanished
@@ -80,7 +97,6 @@ def publish_build(
 ) -> None:
     store.flush(staging)
     known = {entry.path for entry in previous.files} if previous is not None else None
-    store.publish(staging, manifest.run_id, owned=previous is not None, known=known)
 
     def carry_over(current: Manifest | None) -> Manifest:
         # What others recorded meanwhile (hooks run, wanted by) survives the rebuild.
@@ -92,8 +108,59 @@ def publish_build(
         )
         return replace(manifest, wanted_by=wanted, hooks=current.hooks)
 
-    store.update_manifest(manifest.run_id, carry_over)
+    publish_with_manifest(
+        store, staging, manifest.run_id, carry_over, owned=previous is not None, known=known
+    )
     resume.clear()
+
+
+def publish_with_manifest(
+    store: LocalStore,
+    staging: Path,
+    run_id: str,
+    change: Callable[[Manifest | None], Manifest],
+    *,
+    owned: bool,
+    known: set[str] | None = None,
+) -> Manifest:
+    """Publish `staging` as the run's folder together with its manifest.
+
+    The manifest is written (and fsynced) beside the old one first, so a full disk fails
+    before the swap, with the old folder and its manifest as they were; after the swap a
+    rename, which needs no space, puts it in place. A published folder is so never without
+    its manifest (syncd would take its own folder for a stranger's). A crash between the two
+    leaves `{run_id}.json.next`, which `settle_pending` adopts when the folder matches it."""
+    path = store.manifest_path(run_id)
+    with manifest_lock(store.root, run_id):
+        manifest = change(store.read_manifest(run_id))
+        pending = path.with_name(f"{path.name}.next")
+        store.write_atomically(pending, manifest.to_json())
+        try:
+            store.publish(staging, run_id, owned=owned, known=known)
+        except BaseException:
+            pending.unlink(missing_ok=True)
+            raise
+        os.replace(pending, path)
+    return manifest
+
+
+def settle_pending(store: LocalStore) -> None:
+    """Manifests a crash left half-published (`.json.next`): adopted where the folder is
+    exactly what they describe (it was swapped in), else dropped (it was not). Only the
+    root's writer calls this."""
+    for pending in store.manifests.glob("*.json.next"):
+        run_id = pending.name.removesuffix(".json.next")
+        if not is_run_id(run_id) or pending.is_symlink():
+            continue
+        try:
+            manifest: Manifest | None = Manifest.from_json(pending.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            manifest = None
+        if manifest is not None and manifest.run_id == run_id and not store.damaged(manifest):
+            os.replace(pending, store.manifest_path(run_id))
+            log.info("adopted the manifest of run %s written before a crash", run_id)
+        else:
+            pending.unlink(missing_ok=True)
 
 
 def prune(staging: Path, wanted: set[str]) -> None:

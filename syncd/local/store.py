@@ -13,14 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd.core.folder_plan import LocalFile, stat_damage
-from syncd.core.ids import is_run_id
+from syncd.core.ids import is_run_id, safe_relative_path
 from syncd.core.manifest import Manifest
-from syncd.errors import LocalStoreError
+from syncd.errors import LocalStoreError, UnsafeKeyError, cut, quoted
 from syncd.local.damage import DamageLog
+from syncd.local.inside import InsideFolder
 from syncd.local.resume import ResumeState
 from syncd.local.swap import extra_entries, flush, publish
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "manifest_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ _MANIFEST_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _MANIFEST_LOCKS_GUARD = threading.Lock()
 
 
-def _manifest_lock(root: Path, run_id: str) -> threading.Lock:
+def manifest_lock(root: Path, run_id: str) -> threading.Lock:
     with _MANIFEST_LOCKS_GUARD:
         return _MANIFEST_LOCKS.setdefault((str(root), run_id), threading.Lock())
 
@@ -156,7 +157,9 @@ class LocalStore:
     def run_dir(self, run_id: str) -> Path:
         """The published folder of a run (the run id is checked before it touches a path)."""
         if not is_run_id(run_id):
-            raise LocalStoreError(f"refusing run id {run_id!r}: not 32 lowercase hex characters")
+            raise LocalStoreError(
+                f"refusing run id {quoted(run_id)}: not 32 lowercase hex characters"
+            )
         return self.root / run_id
 
     def manifest_path(self, run_id: str) -> Path:
@@ -167,30 +170,32 @@ class LocalStore:
         """The manifest of a run, or None when absent or unreadable (then the run is rebuilt)."""
         path = self.manifest_path(run_id)
         try:
-            return Manifest.from_json(path.read_text())
+            manifest = Manifest.from_json(path.read_text())
+            for entry in manifest.files:
+                # Paths read from disk are untrusted like a listing: never outside the folder.
+                safe_relative_path(entry.path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable manifest %s: %s", path, exc)
+        except (OSError, ValueError, KeyError, TypeError, UnsafeKeyError) as exc:
+            log.warning("ignoring unreadable manifest %s: %s", path, cut(str(exc)))
             return None
-
-    def write_manifest(self, manifest: Manifest) -> None:
-        """Write a manifest atomically (temp file, fsync, rename), as its one writer."""
-        with _manifest_lock(self.root, manifest.run_id):
-            self._write_atomically(self.manifest_path(manifest.run_id), manifest.to_json())
+        if manifest.run_id != run_id:
+            log.warning("ignoring manifest %s: it describes run %s", path, manifest.run_id[:40])
+            return None
+        return manifest
 
     def update_manifest(
         self, run_id: str, change: Callable[[Manifest | None], Manifest | None]
     ) -> Manifest | None:
         """Read, change and write a run's manifest under its writer lock; `change` returns
         the new manifest (or None to leave it as it is). Returns what is on disk after."""
-        lock = _manifest_lock(self.root, run_id)
+        lock = manifest_lock(self.root, run_id)
         with lock:
             current = self.read_manifest(run_id)
             updated = change(current)
             if updated is None or updated == current:
                 return current
-            self._write_atomically(self.manifest_path(run_id), updated.to_json())
+            self.write_atomically(self.manifest_path(run_id), updated.to_json())
             return updated
 
     def read_state(self, name: str) -> str | None:
@@ -202,9 +207,10 @@ class LocalStore:
 
     def write_state(self, name: str, text: str) -> None:
         """Replace a state file under `.syncd/` atomically."""
-        self._write_atomically(self.meta / name, text)
+        self.write_atomically(self.meta / name, text)
 
-    def _write_atomically(self, path: Path, text: str) -> None:
+    def write_atomically(self, path: Path, text: str) -> None:
+        """Replace `path` (under the root) whole: temp file, fsync, rename."""
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.")
         try:
             with os.fdopen(fd, "w") as handle:
@@ -225,18 +231,17 @@ class LocalStore:
     def local_facts(self, manifest: Manifest) -> dict[str, LocalFile] | None:
         """`lstat` of each file the manifest lists (absent ones left out); None when the run
         folder itself is gone."""
-        folder = self.run_dir(manifest.run_id)
-        if not folder.is_dir():
-            return None
+        inside = InsideFolder(self.run_dir(manifest.run_id))
+        if not inside.usable:
+            return None  # gone, or a symlink or a file in its place: never looked through
+        folder = inside.folder
         facts = {}
         for entry in manifest.files:
-            try:
-                found = os.lstat(folder / entry.path)
-            except OSError:
-                continue
-            facts[entry.path] = LocalFile(
-                found.st_size, found.st_mtime_ns, stat.S_ISREG(found.st_mode)
-            )
+            found = inside.lstat(entry.path)
+            if found is not None:
+                facts[entry.path] = LocalFile(
+                    found.st_size, found.st_mtime_ns, stat.S_ISREG(found.st_mode)
+                )
         for extra in extra_entries(folder, {entry.path for entry in manifest.files}):
             found = os.lstat(folder / extra)
             facts[extra] = LocalFile(found.st_size, found.st_mtime_ns, stat.S_ISREG(found.st_mode))

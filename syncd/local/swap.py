@@ -7,11 +7,13 @@ import ctypes.util
 import errno
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd.errors import LocalStoreError
+from syncd.local.inside import is_real_dir
 
 if TYPE_CHECKING:
     from syncd.local.store import LocalStore
@@ -58,7 +60,9 @@ def exchange_paths(first: Path, second: Path) -> bool:
 def extra_entries(folder: Path, listed: set[str]) -> list[str]:
     """Files and links under `folder` that are not in `listed` (folders that only hold listed
     files are not entries); symlinks are never followed."""
-    extras = []
+    extras: list[str] = []
+    if not is_real_dir(folder):
+        return extras  # os.walk would list what a link at the top points to
     for current, folders, files in os.walk(folder, followlinks=False):
         base = Path(current).relative_to(folder)
         if base == Path("."):
@@ -111,6 +115,7 @@ def publish(
     """
     target = store.run_dir(run_id)
     _fsync_directory(staging)
+    _set_aside_unless_folder(store, target)
     try:
         os.rename(staging, target)
     except OSError as exc:
@@ -118,6 +123,18 @@ def publish(
             raise LocalStoreError(f"cannot publish {target}: {exc.strerror}") from exc
         _replace(store, staging, target, owned=owned, known=known)
     _fsync_directory(store.root)
+
+
+def _set_aside_unless_folder(store: LocalStore, path: Path) -> None:
+    """A symlink or a file where a run folder should be is set aside (the link itself, never
+    what it points to): renamed over or exchanged, its target would be walked and moved."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        store.real_dir(store.quarantine)
+        store.set_aside(path)
 
 
 def _set_aside_extras(store: LocalStore, old: Path, known: set[str] | None) -> None:
@@ -147,6 +164,10 @@ def _replace(
         old = store.staging / f"{target.name}.old.{time.time_ns()}"
         os.rename(target, old)
         os.rename(staging, target)
+    if not is_real_dir(old):
+        # A link planted between the check and the swap: set aside, never walked or emptied.
+        store.set_aside(old)
+        return
     if owned:
         _set_aside_extras(store, old, known)
         store.discard(old)

@@ -20,6 +20,7 @@ from syncd.core.checksum import (
     new_hasher,
 )
 from syncd.core.manifest import FileEntry, Manifest, Span
+from syncd.local.inside import InsideFolder
 from syncd.local.spans import hash_span
 
 __all__ = ["FileProblem", "RateLimiter", "damaged_spans", "verify_entry", "verify_manifest"]
@@ -124,15 +125,16 @@ def _computed(path: Path, entry: FileEntry, limiter: RateLimiter) -> str | None:
     return encode_digest(algorithm, whole)
 
 
-def verify_entry(folder: Path, entry: FileEntry, limiter: RateLimiter) -> FileProblem | None:
+def verify_entry(
+    folder: Path | InsideFolder, entry: FileEntry, limiter: RateLimiter
+) -> FileProblem | None:
     """Re-hash one file; the problem found, or None when it still matches."""
-    path = folder / entry.path
-    try:
-        facts = path.lstat()
-    except OSError:
+    inside = folder if isinstance(folder, InsideFolder) else InsideFolder(folder)
+    facts = inside.lstat(entry.path)
+    if facts is None or not stat.S_ISREG(facts.st_mode):
+        # Gone, or a symlink or folder in its place (or on its way): never read through.
         return FileProblem(entry.path, "missing")
-    if not stat.S_ISREG(facts.st_mode):
-        return FileProblem(entry.path, "missing")  # a symlink or folder in its place
+    path = inside.folder / entry.path
     size = facts.st_size
     if size != entry.size:
         return FileProblem(entry.path, "size")
@@ -154,8 +156,9 @@ def verify_entry(folder: Path, entry: FileEntry, limiter: RateLimiter) -> FilePr
 def verify_manifest(folder: Path, manifest: Manifest, limiter: RateLimiter) -> list[FileProblem]:
     """Every file of a run folder re-hashed, in manifest order."""
     problems = []
+    inside = InsideFolder(folder)
     for entry in manifest.files:
-        problem = verify_entry(folder, entry, limiter)
+        problem = verify_entry(inside, entry, limiter)
         if problem is not None:
             problems.append(problem)
     return problems

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from syncd.errors import cut
 from syncd.local.watch import RootWatcher
 from syncd.metrics import FolderCollector, Metrics
 from syncd.reconcile.controller import Controller
@@ -29,6 +30,8 @@ from syncd.settings import Settings, TargetSettings
 __all__ = ["Daemon", "Event", "FolderStatus", "Key", "WorkQueue"]
 
 log = logging.getLogger(__name__)
+
+_REJECTED_LOG_EVERY = 60.0  # seconds between two "webhook refused" lines
 
 
 class Daemon:
@@ -61,6 +64,8 @@ class Daemon:
             settings, registry, pointers, self._controller, self.roots, self.status, metrics
         )
         self.ready = self._triggers.ready
+        self._rejected_since_line = 0
+        self._rejected_line_at: float | None = None
         self.started_at = time.time()
         metrics.registry.register(FolderCollector(lambda: list(self.status.folders.values())))
         for name, target in self.targets.items():
@@ -110,9 +115,19 @@ class Daemon:
             self._controller.spawn(self._triggers.refresh_model(model))
 
     def webhook_rejected(self, reason: str) -> None:
-        """A delivery that failed its check: counted and logged, nothing else happens."""
-        log.warning("webhook refused: %s", reason)
+        """A delivery that failed its check: counted, and logged at most once a minute (with
+        how many were refused since), so a flood of bad deliveries cannot flood the log."""
         self.metrics.webhooks.labels(result="rejected").inc()
+        self._rejected_since_line += 1
+        now = time.monotonic()
+        if (
+            self._rejected_line_at is not None
+            and now - self._rejected_line_at < _REJECTED_LOG_EVERY
+        ):
+            return
+        count, self._rejected_since_line, self._rejected_line_at = self._rejected_since_line, 0, now
+        more = f" ({count} refused since the last such line)" if count > 1 else ""
+        log.warning("webhook refused: %s%s", cut(reason), more)
 
     async def poll_once(self) -> None:
         await self._triggers.poll_once()
@@ -152,9 +167,12 @@ class Daemon:
             group.create_task(self._controller.worker(), name=f"syncd-worker-{index}")
         group.create_task(triggers.poll_loop(), name="syncd-poll")
         group.create_task(
-            every(settings.lock_retry_interval, triggers.retry_locks), name="syncd-lock"
+            every(settings.lock_retry_interval, triggers.retry_locks, self.metrics),
+            name="syncd-lock",
         )
-        group.create_task(every(settings.sweep_interval, triggers.sweep), name="syncd-sweep")
+        group.create_task(
+            every(settings.sweep_interval, triggers.sweep, self.metrics), name="syncd-sweep"
+        )
         group.create_task(triggers.remote_checks(), name="syncd-remote-check")
         if watcher is not None:
             guarded = watcher
@@ -163,9 +181,9 @@ class Daemon:
                 if guarded.ensure_running():
                     await triggers.sweep()  # cover whatever happened while it was down
 
-            group.create_task(every(1.0, guard_watcher), name="syncd-watch-guard")
+            group.create_task(every(1.0, guard_watcher, self.metrics), name="syncd-watch-guard")
         if settings.deep_verify_interval:
             group.create_task(
-                every(settings.deep_verify_interval, triggers.deep_verify),
+                every(settings.deep_verify_interval, triggers.deep_verify, self.metrics),
                 name="syncd-deep-verify",
             )

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal, TypeVar
 
@@ -23,9 +23,17 @@ import aiohttp
 
 from syncd.errors import HookError
 from syncd.remote.domino import Deployment, DominoApi, DominoBusyError
+from syncd.remote.failure import hide_url, host_of
 from syncd.settings import DominoRestartHook, DominoSettings, HookSettings, WebhookHook
 
-__all__ = ["HookEvent", "HookResult", "HookRunner", "signature"]
+__all__ = [
+    "COMMAND_BASE_ENV",
+    "HookEvent",
+    "HookResult",
+    "HookRunner",
+    "command_environment",
+    "signature",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -170,7 +178,7 @@ class HookRunner:
         if hook.webhook is not None:
             return await self._webhook(hook.webhook, event)
         assert hook.command is not None
-        return await self._command(hook.command, hook.timeout, event)
+        return await self._command(hook.command, hook.timeout, event, hook.pass_env)
 
     # ---- webhook -----------------------------------------------------------------------------
 
@@ -180,15 +188,19 @@ class HookRunner:
         if hook.secret is not None:
             headers[SIGNATURE_HEADER] = signature(hook.secret.get_secret_value(), body)
         timeout = aiohttp.ClientTimeout(total=hook.timeout)
+        # Slack and Teams URLs are bearer secrets (the token is the path): every word said
+        # about this POST names the host only.
+        where = f"POST {host_of(hook.url)}"
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.post(hook.url, data=body, headers=headers) as response,
             ):
-                _raise_for(response.status, f"POST {hook.url}")
-                return f"POST {hook.url}: {response.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retry(f"POST {hook.url}: {type(exc).__name__}: {exc}") from exc
+                _raise_for(response.status, where)
+                return f"{where}: {response.status}"
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            said = hide_url(f"{type(exc).__name__}: {exc}", hook.url)
+            raise _Retry(f"{where}: {said}") from exc
 
     # ---- Domino ------------------------------------------------------------------------------
 
@@ -331,8 +343,10 @@ class HookRunner:
 
     # ---- command -----------------------------------------------------------------------------
 
-    async def _command(self, command: list[str], limit: float, event: HookEvent) -> str:
-        env = dict(os.environ)
+    async def _command(
+        self, command: list[str], limit: float, event: HookEvent, pass_env: list[str]
+    ) -> str:
+        env = command_environment(os.environ, pass_env)
         env.update(
             SYNCD_TARGET=event.target,
             SYNCD_MODEL=event.model,
@@ -364,6 +378,17 @@ class HookRunner:
         if process.returncode != 0:
             raise _Retry(f"{command[0]} exited with {process.returncode}: {text[-300:]}")
         return f"{command[0]} exited 0"
+
+
+# What a command hook inherits from syncd's environment: enough to run a program, never the
+# credentials syncd holds (AWS keys, MLflow tokens, the Domino key, webhook secrets) unless
+# the hook names them in `pass_env`.
+COMMAND_BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def command_environment(environ: Mapping[str, str], pass_env: list[str]) -> dict[str, str]:
+    """The base variables and those the hook names, as syncd has them."""
+    return {name: environ[name] for name in (*COMMAND_BASE_ENV, *pass_env) if name in environ}
 
 
 def _raise_for(status: int, what: str) -> None:

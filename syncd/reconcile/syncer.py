@@ -29,11 +29,12 @@ from syncd.errors import (
     ChecksumMismatchError,
     SourceMissingError,
     UnsafeKeyError,
+    quoted,
 )
 from syncd.local.resume import ResumeState
 from syncd.local.staging import discard_build, local_failure, prepare_staging, publish_build
 from syncd.local.store import LocalStore
-from syncd.local.verify import RateLimiter, damaged_spans
+from syncd.local.verify import RateLimiter, damaged_spans, verify_manifest
 from syncd.metrics import Metrics
 from syncd.remote.registry import DesiredModel
 from syncd.remote.s3 import S3Location
@@ -46,7 +47,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Local I/O failures a person must act on (not bugs, not the network): reported as such.
-_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG}
+_LOCAL_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EIO,
+    errno.EFBIG,
+    errno.EMFILE,
+    errno.ENFILE,
+}
 
 
 @dataclass
@@ -88,7 +98,7 @@ def check_listing(listing: list[RemoteObject]) -> None:
         parent = path.rsplit("/", 1)[0] if "/" in path else None
         while parent:
             if parent in paths:
-                raise UnsafeKeyError(path, f"{parent!r} is both a file and a folder")
+                raise UnsafeKeyError(path, f"{quoted(parent)} is both a file and a folder")
             parent = parent.rsplit("/", 1)[0] if "/" in parent else None
 
 
@@ -118,9 +128,10 @@ class Syncer:
         them altered), with their damaged ranges where known: only those are fetched again.
         """
         progress = progress or SyncProgress()
-        # Damage a verify recorded in the root (on any host) is repaired like deep verify's.
-        recorded = await asyncio.to_thread(store.damage.read, desired.run_id)
-        distrust = merge_suspicion(distrust or {}, recorded)
+        # Damage a verify recorded in the root (on any host) is repaired like deep verify's;
+        # a record that cannot be read fails closed: the whole folder is verified instead.
+        recorded = await asyncio.to_thread(_recorded_damage, store, desired.run_id)
+        distrust = merge_suspicion(distrust or {}, recorded.found)
         location = self._sources.locate(desired.source_uri)
         listing = await self._sources.list_objects(location)
         if not listing:
@@ -139,8 +150,7 @@ class Syncer:
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
         build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
-        if recorded:
-            await to_completion(asyncio.to_thread(store.damage.clear, desired.run_id, recorded))
+        await to_completion(asyncio.to_thread(recorded.clear, store, desired.run_id))
         if manifest is not None and plan.heal:
             log.warning(
                 "%s: healed %s v%s run %s: %s",
@@ -156,7 +166,11 @@ class Syncer:
         return outcome
 
     async def _already_in_place(
-        self, store: LocalStore, manifest: Manifest, wanted: WantedBy, recorded: Suspicion
+        self,
+        store: LocalStore,
+        manifest: Manifest,
+        wanted: WantedBy,
+        recorded: RecordedDamage,
     ) -> None:
         """Nothing to fetch: the folder is recorded as wanted this way too, and the damage a
         verify recorded is cleared (nothing it names is still wrong, or still listed)."""
@@ -169,8 +183,7 @@ class Syncer:
                 return replace(current, wanted_by=(*current.wanted_by, wanted))
 
             await to_completion(asyncio.to_thread(store.update_manifest, run_id, add_wanted))
-        if recorded:
-            await to_completion(asyncio.to_thread(store.damage.clear, run_id, recorded))
+        await to_completion(asyncio.to_thread(recorded.clear, store, run_id))
 
     async def _plan(
         self,
@@ -385,6 +398,33 @@ def _healed(path: str, reason: str, plan: FolderPlan) -> str:
     return (
         f"{path} ({reason}, {patch.damaged_bytes} bytes in {len(patch.spans)} range(s) refetched)"
     )
+
+
+def _recorded_damage(store: LocalStore, run_id: str) -> RecordedDamage:
+    """What the root's damage record names; for an unreadable record, what a verify of the
+    whole published folder finds, and the record is then cleared whole after the sync."""
+    recorded = store.damage.read(run_id)
+    if recorded is not None:
+        return RecordedDamage(recorded, bool(recorded) or store.damage.has(run_id))
+    manifest = store.read_manifest(run_id)
+    found: dict[str, tuple[Span, ...] | None] = {}
+    if manifest is not None:
+        for problem in verify_manifest(store.run_dir(run_id), manifest, RateLimiter(None)):
+            found[problem.path] = problem.spans or None
+    return RecordedDamage(found, True, whole_run=True)
+
+
+@dataclass(frozen=True)
+class RecordedDamage:
+    """Damage the root records against a run, and whether a record is there to clear."""
+
+    found: Suspicion
+    exists: bool
+    whole_run: bool = False  # the record was unreadable: cleared whole once repaired
+
+    def clear(self, store: LocalStore, run_id: str) -> None:
+        if self.exists:
+            store.damage.clear(run_id, None if self.whole_run else self.found)
 
 
 def _damaged_spans_or_none(path: Path, entry: FileEntry) -> tuple[Span, ...] | None:

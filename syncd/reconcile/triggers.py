@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from syncd.core.desired import RegisteredModel, matches, missing_names
-from syncd.errors import SyncdError
+from syncd.errors import SyncdError, describe_os_error
+from syncd.local.quarantine import prune_quarantine
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.metrics import Metrics
 from syncd.reconcile.controller import Controller
@@ -29,15 +30,31 @@ from syncd.reconcile.status import StatusBoard
 from syncd.remote.registry import DesiredState, MlflowRegistry
 from syncd.settings import Settings, TargetSettings
 
-__all__ = ["Triggers", "every"]
+__all__ = ["Triggers", "every", "guarded"]
 
 log = logging.getLogger(__name__)
 
 
-async def every(period: float, job: Callable[[], Awaitable[None]]) -> None:
+async def every(
+    period: float, job: Callable[[], Awaitable[None]], metrics: Metrics | None = None
+) -> None:
+    """Run `job` every `period` seconds for ever; a local failure of one run is logged,
+    counted and retried at the next, never the end of the daemon."""
     while True:
         await asyncio.sleep(period)
+        await guarded(job, metrics)
+
+
+async def guarded(job: Callable[[], Awaitable[None]], metrics: Metrics | None) -> None:
+    """`job()`, with an OSError (EMFILE under a flood of connections, EIO on a failing disk,
+    ENOSPC) logged and counted instead of ending the task group and with it the daemon."""
+    try:
         await job()
+    except OSError as exc:
+        name = getattr(job, "__name__", "task")
+        log.error("%s failed: %s; retried at its next turn", name, describe_os_error(exc))
+        if metrics is not None:
+            metrics.background_errors.labels(task=name).inc()
 
 
 class Triggers:
@@ -73,7 +90,7 @@ class Triggers:
 
     async def poll_loop(self) -> None:
         while True:
-            await self.poll_once()
+            await guarded(self.poll_once, self._metrics)
             if not self.ready.is_set():
                 self._controller.spawn(self._mark_ready_when_idle())
             try:
@@ -165,8 +182,14 @@ class Triggers:
             if rs.lock.held and self._settings.gc and set(rs.targets) <= polled:
                 await self._collect_garbage(rs)
             rs.foreign = await asyncio.to_thread(rs.store.foreign_folders)
+            quarantined = 0
+            if rs.lock.held:
+                _, quarantined = await asyncio.to_thread(
+                    prune_quarantine, rs.store, self._settings.quarantine_keep
+                )
             for name in rs.targets:
                 self._metrics.foreign_folders.labels(target=name).set(len(rs.foreign))
+                self._metrics.quarantine_bytes.labels(target=name).set(quarantined)
 
     async def _collect_garbage(self, rs: RootState) -> None:
         failing = {m for (name, m) in self._status.model_errors if name in rs.targets}

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from syncd.errors import ObjectChangedError, RetryableError, SourceError, SourceMissingError
 
-__all__ = ["describe_failure", "host_of", "status_error"]
+__all__ = ["describe_failure", "hide_url", "host_of", "status_error", "strip_userinfo"]
 
 # Checked in order against the text of the error and of everything it was raised from.
 _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -61,7 +61,31 @@ def describe_failure(exc: BaseException) -> str:
         if any(pattern.search(text) for text in texts):
             return reason
     first = (str(exc).splitlines() or [type(exc).__name__])[0].strip() or type(exc).__name__
+    first = strip_userinfo(first)
     return first if len(first) <= _LONGEST else first[: _LONGEST - 1] + "…"
+
+
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.I)
+
+
+def strip_userinfo(text: str) -> str:
+    """`text` with the `user:password@` of every URL in it taken out."""
+    return _USERINFO.sub(r"\1", text)
+
+
+def hide_url(text: str, url: str) -> str:
+    """`text` (an error, a result) with a secret-bearing URL in it shown as its host only.
+
+    Slack and Teams webhook URLs carry their token in the path; an HTTP library's error may
+    quote the URL as given, re-encoded, or without its query."""
+    shown = host_of(url)
+    parts = urlsplit(url)
+    for form in sorted({url, url.split("?", 1)[0], f"{parts.netloc}{parts.path}"}, key=len)[::-1]:
+        if form and form != shown:
+            text = text.replace(form, shown)
+    if len(parts.path) > 1:
+        text = text.replace(parts.path, "/…")
+    return strip_userinfo(text)
 
 
 def host_of(uri: str) -> str:
@@ -87,7 +111,7 @@ _NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
-def status_error(status: int, code: str, what: str) -> Exception:
+def status_error(status: int, code: str, what: str, etag: str = "") -> Exception:
     """An HTTP error answer (S3, or the MLflow artifact proxy) as a syncd error: the one table
     every read path uses.
 
@@ -97,7 +121,7 @@ def status_error(status: int, code: str, what: str) -> Exception:
     """
     label = code or str(status)
     if status == 412 or code == "PreconditionFailed":
-        return ObjectChangedError(what, "")
+        return ObjectChangedError(what, etag)
     if status in (429, 503) or code in _THROTTLE_CODES:
         return RetryableError(f"{what}: {label}", "throttled")
     if status >= 500 or code in _RETRYABLE_CODES:

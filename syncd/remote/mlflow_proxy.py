@@ -13,13 +13,16 @@ import aiohttp
 
 from syncd.core.manifest import RemoteObject
 from syncd.errors import RetryableError, SourceError
-from syncd.remote.failure import status_error
+from syncd.remote.failure import describe_failure, host_of, status_error
 from syncd.remote.retry import retry_reason
+from syncd.remote.small import SMALL_FILE_LIMIT, too_large
 from syncd.settings import MlflowSettings
 
 __all__ = ["MlflowArtifactProxy", "ProxiedLocation"]
 
 _API = "/api/2.0/mlflow-artifacts/artifacts"
+_MAX_FOLDERS = 10_000
+_MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,17 @@ class MlflowArtifactProxy:
         path = location.path
         found: list[RemoteObject] = []
         pending = [""]
+        listed = 0
         while pending:
             relative = pending.pop()
+            listed += 1
+            # A server (or a run) that answers with folders for ever must not keep syncd
+            # listing for ever: a model has a few folders, not tens of thousands.
+            if listed > _MAX_FOLDERS or relative.count("/") >= _MAX_DEPTH:
+                raise SourceError(
+                    f"{location.uri}: more than {_MAX_FOLDERS} folders or {_MAX_DEPTH} levels "
+                    "deep via MLflow; refusing to list further"
+                )
             listing = await self._list_one(f"{path}/{relative}".rstrip("/"))
             for item in listing:
                 child = f"{relative}/{item['path']}".lstrip("/")
@@ -92,9 +104,7 @@ class MlflowArtifactProxy:
                     raise status_error(response.status, "", f"listing {path} via MLflow")
                 document = await response.json()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(
-                f"listing {path} via MLflow at {self._base}: {exc}", retry_reason(exc)
-            ) from exc
+            raise self._failed(f"listing {path}", exc) from exc
         files: list[dict[str, Any]] = document.get("files", [])
         return files
 
@@ -107,12 +117,16 @@ class MlflowArtifactProxy:
                     return None
                 if response.status != 200:
                     raise status_error(response.status, "", f"reading {path} via MLflow")
-                data: bytes = await response.read()
-                return data
+                if (response.content_length or 0) > SMALL_FILE_LIMIT:
+                    raise too_large(location.uri, response.content_length)
+                data = bytearray()
+                while chunk := await response.content.read(SMALL_FILE_LIMIT + 1 - len(data)):
+                    data += chunk
+                    if len(data) > SMALL_FILE_LIMIT:
+                        raise too_large(location.uri)
+                return bytes(data)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(
-                f"reading {path} via MLflow at {self._base}: {exc}", retry_reason(exc)
-            ) from exc
+            raise self._failed(f"reading {path}", exc) from exc
 
     @asynccontextmanager
     async def get(self, path: str) -> AsyncIterator[aiohttp.StreamReader]:
@@ -123,9 +137,15 @@ class MlflowArtifactProxy:
                     raise status_error(response.status, "", f"GET {path} via MLflow")
                 yield response.content
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(
-                f"GET {path} via MLflow at {self._base}: {exc}", retry_reason(exc)
-            ) from exc
+            raise self._failed(f"GET {path}", exc) from exc
+
+    def _failed(self, what: str, exc: BaseException) -> RetryableError:
+        """A transport failure in plain words, the server named by its host only (a tracking
+        URI may carry a user and password)."""
+        return RetryableError(
+            f"{what} via MLflow at {host_of(self._base)}: {describe_failure(exc)}",
+            retry_reason(exc),
+        )
 
     def _url(self, path: str) -> str:
         return f"{self._base}{_API}/{quote(path)}"

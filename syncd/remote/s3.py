@@ -25,6 +25,7 @@ from syncd.errors import ChecksumMismatchError, RetryableError, SourceError
 from syncd.remote.failure import status_error
 from syncd.remote.presign import UrlSigner
 from syncd.remote.retry import retry_reason
+from syncd.remote.small import SMALL_FILE_LIMIT, too_large
 from syncd.settings import S3Settings
 
 __all__ = [
@@ -77,10 +78,11 @@ def _code(error: ClientError) -> str:
     return code
 
 
-def translate(error: Exception, what: str) -> Exception:
-    """A botocore/aiohttp error as a syncd error: retryable, object changed, or final."""
+def translate(error: Exception, what: str, etag: str | None = None) -> Exception:
+    """A botocore/aiohttp error as a syncd error: retryable, object changed (against `etag`),
+    or final."""
     if isinstance(error, ClientError):
-        return status_error(_status(error), _code(error), what)
+        return status_error(_status(error), _code(error), what, etag or "")
     if isinstance(error, NoCredentialsError):
         return SourceError(f"{what}: no AWS credentials found (env, profile, IRSA or IMDS)")
     if isinstance(error, EndpointConnectionError):
@@ -157,8 +159,15 @@ class S3ObjectStore:
         try:
             response = await self._client.get_object(Bucket=location.bucket, Key=location.prefix)
             async with response["Body"] as body:
-                data: bytes = await body.read()
+                size = response.get("ContentLength")
+                if isinstance(size, int) and size > SMALL_FILE_LIMIT:
+                    raise too_large(location.uri, size)
+                data: bytes = await body.read(SMALL_FILE_LIMIT + 1)
+                if len(data) > SMALL_FILE_LIMIT:
+                    raise too_large(location.uri)
                 return data
+        except SourceError:
+            raise
         except ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
                 return None
@@ -212,7 +221,7 @@ class S3ObjectStore:
         try:
             response = await self._client.get_object(**kwargs)
         except Exception as exc:
-            raise translate(exc, f"GET {location.uri}") from exc
+            raise translate(exc, f"GET {location.uri}", etag) from exc
         body = response["Body"]
         try:
             if byte_range is not None:

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from syncd.core.manifest import RemoteObject
-from syncd.errors import SourceError
+from syncd.errors import SourceError, quoted
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy, ProxiedLocation
 from syncd.remote.retry import RetryObserver, RetryPolicy
 from syncd.remote.s3 import S3Location, S3ObjectStore, parse_s3_uri
@@ -43,7 +43,7 @@ def locate(uri: str, artifacts_destination: str | None) -> Location:
         return ProxiedLocation(path)
     scheme = uri.split(":", 1)[0] if ":" in uri else "a local path"
     raise SourceError(
-        f"artifact URI {uri!r} uses {scheme}; syncd reads s3:// and mlflow-artifacts:/"
+        f"artifact URI {quoted(uri)} uses {scheme}; syncd reads s3:// and mlflow-artifacts:/"
     )
 
 

@@ -25,25 +25,16 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from syncd.core.plan import Range
-from syncd.errors import RetryableError, SyncdError
+from syncd.errors import LocalWriteError, RetryableError, SyncdError
 from syncd.remote.failure import status_error
 from syncd.remote.s3 import check_content_range
 
-__all__ = ["Abort", "BlockingRangeReader", "LocalWriteError", "Write"]
+__all__ = ["Abort", "BlockingRangeReader", "Write"]
 
 # Where a pump thread hands each buffer-full: (bytes, offset in the file).
 Write = Callable[[memoryview, int], None]
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-
-
-class LocalWriteError(Exception):
-    """The caller's write failed (a full disk, an I/O error): the disk's doing, not the
-    network's, so it is never turned into a retry; `error` is the OSError."""
-
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class _AbortedError(Exception):
@@ -134,7 +125,7 @@ class BlockingRangeReader:
 
         def receive(response: http.client.HTTPResponse, buffer: mmap.mmap) -> None:
             if response.status not in (200, 206):
-                raise _status_error(response.status, response.read(65536), f"GET {uri}")
+                raise _status_error(response.status, response.read(65536), f"GET {uri}", etag)
             length = int(response.getheader("Content-Length") or -1)
             check_content_range(uri, response.getheader("Content-Range"), length, byte_range)
             _pump(response, buffer, byte_range.start, byte_range.length, write, abort, uri)
@@ -158,7 +149,7 @@ class BlockingRangeReader:
 
         def receive(response: http.client.HTTPResponse, buffer: mmap.mmap) -> None:
             if response.status != 200:
-                raise _status_error(response.status, response.read(65536), f"GET {uri}")
+                raise _status_error(response.status, response.read(65536), f"GET {uri}", etag)
             write = start({name.lower(): value for name, value in response.getheaders()})
             length = int(response.getheader("Content-Length") or -1)
             if length < 0:
@@ -258,7 +249,7 @@ def _pump(
         position += count
 
 
-def _status_error(status: int, body: bytes, what: str) -> Exception:
+def _status_error(status: int, body: bytes, what: str, etag: str | None) -> Exception:
     match = _ERROR_CODE.search(body)
     code = match.group(1).decode(errors="replace") if match else ""
-    return status_error(status, code, what)
+    return status_error(status, code, what, etag or "")

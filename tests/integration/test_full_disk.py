@@ -8,54 +8,16 @@ skipped with the reason.
 from __future__ import annotations
 
 import asyncio
-import errno
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.cli import clean_env, sync_command
 from tests.support.daemon import WAIT, eventually, running, wait_until
+from tests.support.disk import fill
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
-
-DISK_MIB = 48
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'})")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of the volume, as another writer would."""
-    filler = disk / "someone-elses-file"
-    # Unbuffered: a buffered file keeps what a write could not place and fails again on close.
-    with filler.open("wb", buffering=0) as handle:
-        block = b"\0" * (1 << 20)
-        try:
-            while True:
-                handle.write(block)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-    return filler
 
 
 def building(root: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import subprocess
 import sys
 import time
@@ -87,10 +88,35 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def start_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`syncd run --config FILE` as a real child process, output to `log`."""
+def start_process(
+    config: Path,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    nofile: tuple[int, int] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`syncd run --config FILE` as a real child process, output to `log`; `nofile` is the
+    (soft, hard) RLIMIT_NOFILE it starts with, as `ulimit -n` would set it."""
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     return subprocess.Popen(
         [sys.executable, "-m", "syncd.app.cli", "run", "--config", str(config)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=limit if nofile is not None else None,
     )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then wait (SIGKILL if it does not end in time)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -73,9 +73,8 @@ def test_any_sequence_of_moves_and_restarts_wants_exactly_the_pointed_versions(
         known = cache.get(model, version, "model")
         if known is None:
             resolved_calls += 1
-            known = Resolution(
-                f"{abs(hash((model, version))):032x}"[-32:], "model_context", "s3://b"
-            )
+            run_id = f"{abs(hash((model, version))):032x}"[-32:]
+            known = Resolution(run_id, "model_context", f"s3://b/0/{run_id}/artifacts/model")
             cache.put(model, version, "model", known)
         return known
 
@@ -108,12 +107,20 @@ def test_any_sequence_of_moves_and_restarts_wants_exactly_the_pointed_versions(
 
 def test_cache_refuses_rows_that_could_reach_a_path() -> None:
     cache = ResolutionCache()
+    own, other = "a" * 32, "b" * 32
     text = (
         '{"resolutions": [{"model": "m", "version": "1", "artifact_path": "model",'
         ' "run_id": "../../etc", "basis": "model_context", "source_uri": "s3://b"},'
         ' {"model": "m", "version": "2", "artifact_path": "model",'
-        f' "run_id": "{"a" * 32}", "basis": "model_context", "source_uri": "s3://b"}}]}}'
+        f' "run_id": "{own}", "basis": "model_context",'
+        f' "source_uri": "s3://b/1/{own}/artifacts/model"}},'
+        # a row whose source is another run's binaries: it would redirect the download
+        ' {"model": "m", "version": "3", "artifact_path": "model",'
+        f' "run_id": "{own}", "basis": "model_context",'
+        f' "source_uri": "s3://b/1/{other}/artifacts/model"}}]}}'
     )
     assert cache.merge_json(text) == 1
     assert cache.get("m", "1", "model") is None
+    assert cache.get("m", "2", "model") is not None
+    assert cache.get("m", "3", "model") is None
     assert cache.merge_json("not json") == 0

@@ -39,7 +39,8 @@ def store_with_run(tmp_path: Path) -> LocalStore:
     store.prepare()
     store.run_dir(RUN).mkdir()
     entry = FileEntry(path="w.bin", size=1, etag=None, verified_by="size", checksum=None)
-    store.write_manifest(Manifest(run_id=RUN, source_uri="s3://b/r", files=(entry,)))
+    manifest = Manifest(run_id=RUN, source_uri="s3://b/r", files=(entry,))
+    store.update_manifest(RUN, lambda _: manifest)
     return store
 
 
