@@ -162,10 +162,13 @@ class S3ObjectStore:
                 size = response.get("ContentLength")
                 if isinstance(size, int) and size > SMALL_FILE_LIMIT:
                     raise too_large(location.uri, size)
-                data: bytes = await body.read(SMALL_FILE_LIMIT + 1)
-                if len(data) > SMALL_FILE_LIMIT:
-                    raise too_large(location.uri)
-                return data
+                # read(n) hands out what one chunk holds, not n bytes: loop to the end.
+                data = bytearray()
+                while chunk := await body.read(SMALL_FILE_LIMIT + 1 - len(data)):
+                    data += chunk
+                    if len(data) > SMALL_FILE_LIMIT:
+                        raise too_large(location.uri)
+                return bytes(data)
         except SourceError:
             raise
         except ClientError as exc:

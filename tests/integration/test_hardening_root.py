@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from syncd.app.embedded import free_port
-from tests.support.cli import clean_env, run_syncd
-from tests.support.daemon import get, start_process, stop_process, wait_until, write_config
+from tests.support.cli import clean_env, run_sync, run_syncd
+from tests.support.daemon import daemon_config, get, start_process, stop_process, wait_until
 from tests.support.layout import manifest_of
 from tests.support.models import publish, unique_name
 
@@ -22,29 +22,6 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
         str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns, p.lstat().st_mode)
         for p in [folder, *folder.rglob("*")]
     }
-
-
-def sync(name: str, root: Path, env: dict[str, str], *extra: str) -> Any:
-    return run_syncd(
-        "sync", "--model", name, "--alias", "production", "--root", str(root), "--no-progress",
-        *extra, env=env,
-    )  # fmt: skip
-
-
-def daemon_config(
-    tmp_path: Path, root: Path, port: int, model: str, tracking_uri: str, **extra: Any
-) -> Path:
-    """A `syncd run` config file: one target serving `model` from `root`, polled twice a
-    second, the HTTP port on loopback."""
-    target = {"name": "prod", "root": str(root), "alias": "production", "models": [model]}
-    data = {
-        "poll_interval": "0.5s",
-        "targets": [target],
-        "http": {"host": "127.0.0.1", "port": port},
-        "mlflow": {"tracking_uri": tracking_uri},
-        **extra,
-    }
-    return write_config(tmp_path / "syncd.yaml", data)
 
 
 def outside_copy(tmp_path: Path, folder: Path) -> Path:
@@ -64,7 +41,7 @@ def test_a_run_folder_replaced_by_a_symlink_is_set_aside_by_sync_and_refused_by_
     run = published.parent_run_id
     root = tmp_path / "llm-models"
     env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
-    assert sync(name, root, env).returncode == 0
+    assert run_sync(name, root, env).returncode == 0
     folder = root / run
     outside = outside_copy(tmp_path, folder)
     shutil.rmtree(folder)
@@ -76,7 +53,7 @@ def test_a_run_folder_replaced_by_a_symlink_is_set_aside_by_sync_and_refused_by_
     assert f"{run}  OK" not in verified.stdout
     assert "DAMAGED" in verified.stdout
 
-    again = sync(name, root, env)
+    again = run_sync(name, root, env)
     assert again.returncode == 0, again.stderr
     assert "already in place" not in again.stderr
     assert snapshot(outside) == before  # nothing outside the root moved, written or deleted
@@ -158,7 +135,7 @@ def test_an_unreadable_damage_record_fails_closed(mlflow_server: Any, tmp_path: 
     published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
     root = tmp_path / "llm-models"
     env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
-    assert sync(name, root, env).returncode == 0
+    assert run_sync(name, root, env).returncode == 0
     shard = next((root / published.parent_run_id).glob("*.safetensors"))
     original = shard.read_bytes()
     stat = shard.stat()
@@ -169,7 +146,7 @@ def test_an_unreadable_damage_record_fails_closed(mlflow_server: Any, tmp_path: 
     record = root / ".syncd" / "damage" / f"{published.parent_run_id}.json"
     record.write_text("{ half a record")  # a verify killed mid-write, or a hand edit
 
-    repaired = sync(name, root, env)
+    repaired = run_sync(name, root, env)
     assert repaired.returncode == 0, repaired.stderr
     assert "already in place" not in repaired.stderr
     assert shard.read_bytes() == original
@@ -184,7 +161,7 @@ def test_a_manifest_from_a_newer_syncd_is_read_not_quarantined(
     published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
     root = tmp_path / "llm-models"
     env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
-    assert sync(name, root, env).returncode == 0
+    assert run_sync(name, root, env).returncode == 0
     path = root / ".syncd" / "manifests" / f"{published.parent_run_id}.json"
     document = json.loads(path.read_text())
     document["format"] = 99
@@ -194,7 +171,7 @@ def test_a_manifest_from_a_newer_syncd_is_read_not_quarantined(
     for wanted in document["wanted_by"]:
         wanted["tenant"] = "later"
     path.write_text(json.dumps(document))
-    again = sync(name, root, env)
+    again = run_sync(name, root, env)
     assert again.returncode == 0, again.stderr
     assert "already in place" in again.stderr
     assert not (root / ".syncd" / "quarantine").exists() or not any(

@@ -48,3 +48,10 @@ def run_syncd(
         timeout=WAIT,
         check=False,
     )
+
+
+def run_sync(
+    model: str, root: Path, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`syncd sync --model M --alias production --root R --no-progress ...` as a process."""
+    return run_syncd(*sync_command(model, root, *extra)[3:], env=env)

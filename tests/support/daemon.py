@@ -120,3 +120,19 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def daemon_config(
+    tmp_path: Path, root: Path, port: int, model: str, tracking_uri: str, **extra: Any
+) -> Path:
+    """A `syncd run` config file: one target serving `model` from `root`, polled twice a
+    second, the HTTP port on loopback."""
+    target = {"name": "prod", "root": str(root), "alias": "production", "models": [model]}
+    data = {
+        "poll_interval": "0.5s",
+        "targets": [target],
+        "http": {"host": "127.0.0.1", "port": port},
+        "mlflow": {"tracking_uri": tracking_uri},
+        **extra,
+    }
+    return write_config(tmp_path / "syncd.yaml", data)
