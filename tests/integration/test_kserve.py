@@ -18,8 +18,8 @@ import yaml
 
 from syncd.app.embedded import free_port
 from syncd.core.manifest import Manifest
-from tests.integration.test_full_disk import fill, small_disk  # noqa: F401 (a fixture)
 from tests.support.daemon import WAIT
+from tests.support.disk import fill
 from tests.support.models import publish, unique_name
 from tests.support.venv import REPO
 
@@ -177,7 +177,7 @@ def test_no_space_is_one_plain_last_line(
     mlflow_server: Any,
     s3_url: str,
     tmp_path: Path,
-    small_disk: Path,  # noqa: F811
+    small_disk: Path,
 ) -> None:
     name = unique_name("kspace")
     publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(8,))

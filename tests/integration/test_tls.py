@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from botocore.config import Config
 
 from syncd.core.plan import Range
-from syncd.errors import RetryableError
+from syncd.errors import LocalWriteError, ObjectChangedError, RetryableError
 from syncd.metrics import Metrics
 from syncd.transfer.blocking_get import Abort, BlockingRangeReader
 from tests.conftest import BUCKET
@@ -120,3 +121,32 @@ def test_a_certificate_nobody_vouches_for_is_refused(
     assert _read(trusted, url, len(data), etag) == data
     unchecked = BlockingRangeReader(256 * 1024, 10.0, verify_ssl=False)
     assert _read(unchecked, url, len(data), etag) == data
+
+
+def test_a_disk_error_mid_range_drops_the_connection_it_left_half_read(
+    moto_server: Any, s3_client: Any
+) -> None:
+    """The writer fails (a full disk) with most of the body still unread: that connection
+    is closed, so the next GET on this thread gets a fresh one, not the old body's rest."""
+    data = os.urandom(3 * MiB)
+    key = put(moto_server.url, data)
+    etag = s3_client.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+    url = _presigned(moto_server.url, key)
+    reader = BlockingRangeReader(256 * 1024, 10.0)
+
+    def full_disk(data: memoryview, offset: int) -> None:
+        raise LocalWriteError(OSError(errno.ENOSPC, "No space left on device"))
+
+    with pytest.raises(LocalWriteError):
+        reader.read_range(url, Range(0, len(data)), etag, full_disk, Abort())
+    assert _read(reader, url, len(data), etag) == data
+
+
+def test_an_object_changed_error_names_the_etag_it_expected(
+    moto_server: Any, s3_client: Any
+) -> None:
+    key = put(moto_server.url, os.urandom(MiB))
+    url = _presigned(moto_server.url, key)
+    stale = "0" * 32
+    with pytest.raises(ObjectChangedError, match=f"expected ETag {stale}"):
+        _read(BlockingRangeReader(256 * 1024, 10.0), url, MiB, stale)
