@@ -1,7 +1,7 @@
 # syncd daemon image: non-root, the MLflow client only (mlflow-skinny), a health check on /healthz.
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 MLFLOW_DISABLE_TELEMETRY=true
 WORKDIR /opt/syncd
 COPY pyproject.toml README.md ./
 COPY syncd ./syncd

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, cut, quoted
 
 __all__ = [
     "DominoRestartHook",
@@ -238,6 +238,16 @@ class S3Settings(_Strict):
     ca_bundle: str | None = None  # AWS_CA_BUNDLE: TLS roots for a private S3 endpoint
     # False: TLS certificates are not checked (S3_VERIFY_SSL=0, KServe's variable).
     verify_ssl: bool = True
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        # Without a scheme botocore fails deep inside the first request, with a traceback.
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"must be an http(s):// URL such as http://{cut(value, 60)}, got {quoted(value)}"
+            )
+        return value
 
     @field_validator("artifacts_destination")
     @classmethod

@@ -260,6 +260,9 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; expected failures end in one line on stderr and a non-zero exit."""
+    # MLflow 3 writes an installation id and reports usage from every client process; syncd's
+    # processes (daemons, init containers, `syncd fetch`) do not, unless told to.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = parser().parse_args(argv)
     if args.command in ("run", "sync", "fetch"):
         gc.disable()  # until its imports are done (runtime.imports_done)
