@@ -122,7 +122,7 @@ def test_running_out_of_descriptors_is_logged_and_retried(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: get(url + "/readyz")[0] == 200, "ready")
-        connect_idle(port, 420, many_sockets)  # more than the daemon has descriptors for
+        connect_idle(port, 330, many_sockets)  # more than the daemon has descriptors for
         wait_until(lambda: "too many open files" in log.read_text(), "EMFILE met and logged")
         assert process.poll() is None
         for sock in many_sockets:
