@@ -26,6 +26,7 @@ __all__ = [
     "cut",
     "describe_os_error",
     "is_terminal",
+    "is_unreachable",
     "primary_error",
     "quoted",
 ]
@@ -77,12 +78,16 @@ class ResolutionError(RegistryError):
     alias), so messages never show a placeholder.
     """
 
-    def __init__(self, model: str, version: str | None, reason: str) -> None:
+    def __init__(
+        self, model: str, version: str | None, reason: str, store_unreachable: bool = False
+    ) -> None:
         where = f"{model} version {version}" if version is not None else model
         super().__init__(f"{where}: {reason}")
         self.model = model
         self.version = version
         self.reason = reason
+        # The artifact store (not the registry) could not be reached to read model_context.json.
+        self.store_unreachable = store_unreachable
 
 
 class SourceError(SyncdError):
@@ -182,6 +187,23 @@ def is_terminal(error: BaseException) -> bool:
     """A failure no retry can change until the desired state does (or an operator asks
     again): an unsafe key, a source that is gone or refused."""
     return isinstance(error, UnsafeKeyError | SourceMissingError)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """The store could not be reached at all (refused, timed out, no route), as opposed to
+    answering no: what /readyz reports as storage_unreachable. Looks through causes and the
+    last attempt of an exhausted retry."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RetryableError) and current.reason in ("connection", "timeout"):
+            return True
+        if isinstance(current, RetriesExceededError):
+            current = current.last
+            continue
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from syncd.config_problems import describe_validation, secret_variables, unknown_variables
 from syncd.errors import ConfigError, cut, quoted
 
 __all__ = [
@@ -447,116 +446,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-_STANDARD_VARIABLES = {
-    ("mlflow", "tracking_uri"): "MLFLOW_TRACKING_URI",
-    ("mlflow", "timeout"): "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    ("mlflow", "max_retries"): "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-    ("s3", "endpoint_url"): "MLFLOW_S3_ENDPOINT_URL",
-}
-
-
-def _source_of(location: tuple[Any, ...], environ: dict[str, str], file: str | None) -> str:
-    """Where the value at `location` came from: a SYNCD_ variable wins, as it does in loading."""
-    upper = {name.upper() for name in environ}
-    parts = [str(part).upper() for part in location]
-    for length in range(len(parts), 0, -1):
-        name = "SYNCD_" + "__".join(parts[:length])
-        if name in upper:
-            return f"environment variable {name}"
-    head = tuple(str(part) for part in location[:2])
-    standard = _STANDARD_VARIABLES.get((head[0], head[1])) if len(head) == 2 else None
-    if standard and environ.get(standard) and file is None:
-        return f"environment variable {standard}"
-    return file or "settings"
-
-
-def _describe(error: ValidationError, file: str | None, environ: dict[str, str]) -> str:
-    # An unknown key explains the "field required" that a typo also causes: report it first.
-    problems = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = problems[0]
-    location = tuple(first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden" and location:
-        parent, key = location[:-1], str(location[-1])
-        message = "unknown key"
-        known = _known_keys(parent)
-        close = difflib.get_close_matches(key, known, n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-    where = ".".join(str(part) for part in location) or "(top level)"
-    more = len(problems) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{_source_of(tuple(first['loc']), environ, file)}: {where}: {message}{suffix}"
-
-
-def _known_keys(location: tuple[Any, ...]) -> list[str]:
-    """The keys allowed at a location of the settings tree (for "did you mean")."""
-    model: type[BaseModel] = Settings
-    for part in location:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        annotation = field.annotation
-        for candidate in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                model = candidate
-                break
-        else:
-            return []
-    return list(model.model_fields)
-
-
-# Read by the deploy scripts (config/domino/app.sh) or set by syncd for its hook commands.
-_SCRIPT_VARIABLES = frozenset(
-    {
-        "SYNCD_PACKAGE",
-        "SYNCD_CONFIG",
-        "SYNCD_TARGET",
-        "SYNCD_MODEL",
-        "SYNCD_VERSION",
-        "SYNCD_RUN_ID",
-        "SYNCD_FOLDER",
-        "SYNCD_POINTER",
-    }
-)
-
-
-def _variable_names(model: type[BaseModel], prefix: str) -> list[str]:
-    names = []
-    for name, field in model.model_fields.items():
-        variable = f"{prefix}{name.upper()}"
-        names.append(variable)
-        annotation = field.annotation
-        for candidate in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                names += _variable_names(candidate, f"{variable}__")
-    return names
-
-
-def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
-    """One line per `SYNCD_*` variable that no setting reads (a typo is otherwise silent)."""
-    known = set(_variable_names(Settings, "SYNCD_")) | _SCRIPT_VARIABLES
-    known |= {
-        hook.webhook.secret_env.upper()
-        for target in settings.targets
-        for hook in target.after_sync
-        if hook.webhook is not None and hook.webhook.secret_env
-    }
-    lines = []
-    for variable in sorted(environ):
-        upper = variable.upper()
-        if not upper.startswith("SYNCD_") or upper in known:
-            continue
-        if any(upper.startswith(f"{name}__") for name in known):
-            continue  # inside a setting pydantic reads whole (a list, a mapping)
-        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        lines.append(f"environment variable {variable} is not a syncd setting; ignored{hint}")
-    return lines
-
-
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from the standard variables, then the YAML file, then overrides, then SYNCD_*."""
     environ = dict(os.environ)
@@ -584,7 +473,12 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
         data = _merge(data, loaded)
     if overrides:
         data = _merge(data, overrides)
+    strays = unknown_variables(Settings, environ, secret_variables(data))
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, environ)) from exc
+        lines = describe_validation(Settings, exc, source, environ) + strays
+        raise ConfigError("\n".join(lines)) from exc
+    if strays:
+        raise ConfigError("\n".join(strays))
+    return settings

@@ -23,7 +23,7 @@ from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.reconcile.syncer import Syncer, SyncProgress
 from syncd.remote.registry import DesiredModel
-from syncd.settings import Settings, TargetSettings, load_settings, unknown_variables
+from syncd.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["main"]
 
@@ -269,13 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(getattr(args, "config", None))
         configure_logging(settings.log_level, settings.log_format)
-        for line in unknown_variables(settings, os.environ):
-            logging.getLogger("syncd.settings").warning("%s", line)
         if args.command == "run":
-            from syncd.app.runtime import require_registry
+            from syncd.app.runtime import require_registry, require_roots
             from syncd.app.service import check_port_free, run_service
 
             require_registry(settings)
+            require_roots(settings, getattr(args, "config", None))
             if settings.http.enabled:
                 check_port_free(settings.http.host, settings.http.port, "http.port")
             asyncio.run(run_service(settings))
@@ -298,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = args.port if args.port is not None else settings.http.port
             return run_demo(args.workdir, port, args.once, keep=args.keep)
     except ConfigError as exc:
-        print(f"syncd: config error: {exc}", file=sys.stderr)
+        # Every problem of the configuration, one line each: fixed in one go, not one per run.
+        for line in str(exc).splitlines() or [""]:
+            print(f"syncd: config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, describe_os_error
 from syncd.metrics import Metrics
 from syncd.reconcile.syncer import Syncer
 from syncd.remote.registry import MlflowRegistry
@@ -16,7 +18,7 @@ from syncd.remote.source import Sources
 from syncd.settings import MlflowSettings, Settings
 from syncd.transfer.engine import Downloader
 
-__all__ = ["Runtime", "imports_done", "open_runtime", "require_registry"]
+__all__ = ["Runtime", "imports_done", "open_runtime", "require_registry", "require_roots"]
 
 
 def imports_done() -> None:
@@ -38,6 +40,26 @@ def require_registry(settings: Settings) -> str:
             "(or mlflow.tracking_uri in --config) to the server's http(s):// URL"
         )
     return uri
+
+
+def require_roots(settings: Settings, config: Path | None) -> None:
+    """Every target's root can be created and written, or one line per root that cannot,
+    naming its key: found before anything is served, not at the first sync (a root under
+    /proc, on a read-only volume, or a file where a folder should be)."""
+    where = str(config) if config is not None else "settings"
+    problems = []
+    for index, target in enumerate(settings.targets):
+        root = Path(target.root)
+        try:
+            (root / ".syncd").mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".probe-", dir=root / ".syncd")
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            said = describe_os_error(OSError(exc.errno, exc.strerror))  # the path is said
+            problems.append(f"{where}: targets.{index}.root: cannot write {root}: {said}")
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _configure_mlflow_client(mlflow: MlflowSettings) -> None:

@@ -214,6 +214,7 @@ def render_page(snapshot: dict[str, Any], now: float | None = None) -> str:
         "standby": "ready: standby",
         "nothing_matches": "ready: nothing matches",
         "registry_unreachable": "registry unreachable",
+        "storage_unreachable": "artifact store unreachable",
         "starting": "first pass in progress",
     }.get(readiness.get("state", ""), "ready" if snapshot["ready"] else "starting")
     css = "ready" if readiness.get("ready", snapshot["ready"]) else "notready"

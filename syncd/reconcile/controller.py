@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from dataclasses import replace
 
 from syncd.core.manifest import WantedBy
-from syncd.errors import SyncdError, is_terminal
+from syncd.errors import SyncdError, is_terminal, is_unreachable
 from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
 from syncd.reconcile.hooks import HookRunner
@@ -248,7 +248,8 @@ class Controller:
             self.queue.park(key)
             self._status.failed(key, desired, error, None)
         else:
-            self._status.failed(key, desired, error, self.queue.add_rate_limited(key))
+            retry_in = self.queue.add_rate_limited(key)
+            self._status.failed(key, desired, error, retry_in, unreachable=is_unreachable(exc))
 
     # ---- after a folder is in place ------------------------------------------------------------
 

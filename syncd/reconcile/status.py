@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ class FolderStatus:
     alias_to_ready_seconds: float | None = None
     hooks: list[dict[str, Any]] = field(default_factory=list)  # the last after-sync results
     terminal: bool = False  # failed in a way no retry changes (until the pointer moves)
+    unreachable: bool = False  # failed because the artifact store could not be reached
 
     def as_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -93,7 +95,13 @@ class Readiness:
 
     ready: bool
     state: Literal[
-        "starting", "synced", "syncing", "standby", "registry_unreachable", "nothing_matches"
+        "starting",
+        "synced",
+        "syncing",
+        "standby",
+        "registry_unreachable",
+        "storage_unreachable",
+        "nothing_matches",
     ]
     detail: str
 
@@ -107,6 +115,8 @@ class StatusBoard:
         self.target_errors: dict[str, str | None] = {name: None for name in targets}
         self.target_error_since: dict[str, float] = {}
         self.model_errors: dict[tuple[str, str], str] = {}
+        # The subset of model_errors where the artifact store could not be reached at all.
+        self.store_unreachable: set[tuple[str, str]] = set()
         # (target, "model_id/version_id") -> why: Domino endpoints syncd stopped and could not
         # start again; cleared by a later restart of the same endpoint that succeeds.
         self.left_stopped: dict[tuple[str, str], str] = {}
@@ -136,17 +146,25 @@ class StatusBoard:
         self.target_error_since.pop(target, None)
 
     def resolution_errors(
-        self, target: str, errors: dict[str, str], scope: set[str] | None
+        self,
+        target: str,
+        errors: dict[str, str],
+        scope: set[str] | None,
+        unreachable: Collection[str] = (),
     ) -> None:
-        """Replace the errors of the models in `scope` (None: all of the target's models)."""
+        """Replace the errors of the models in `scope` (None: all of the target's models);
+        `unreachable`: those whose model_context.json could not be read, the store down."""
         previous = dict(self.model_errors)
         stale = [
             k for k in self.model_errors if k[0] == target and (scope is None or k[1] in scope)
         ]
         for key in stale:
             del self.model_errors[key]
+            self.store_unreachable.discard(key)
         for model, error in errors.items():
             self.model_errors[(target, model)] = error
+            if model in unreachable:
+                self.store_unreachable.add((target, model))
             if previous.get((target, model)) != error:
                 log.error("%s: %s", target, error)
                 self.event("error", target, f"cannot resolve {model}: {error}")
@@ -218,6 +236,7 @@ class StatusBoard:
         """The folder is complete and verified (`outcome` None: found so by a local check)."""
         status = self.folders[key]
         status.state, status.error, status.updated_at = "synced", None, time.time()
+        status.unreachable = False
         status.terminal = False
         if outcome is not None:
             status.last_result = outcome.result
@@ -266,14 +285,23 @@ class StatusBoard:
                 outcome.seconds,
             )
 
-    def failed(self, key: Key, wanted: DesiredModel, error: str, retry_in: float | None) -> None:
+    def failed(
+        self,
+        key: Key,
+        wanted: DesiredModel,
+        error: str,
+        retry_in: float | None,
+        unreachable: bool = False,
+    ) -> None:
         """A sync failed; `retry_in` None: terminal, not retried until the pointer moves or an
-        operator asks (SIGHUP). Logged once per attempt, and attempts follow the backoff."""
+        operator asks (SIGHUP). Logged once per attempt, and attempts follow the backoff.
+        `unreachable`: the artifact store could not be reached at all."""
         self.metrics.syncs.labels(target=key.target, result="error").inc()
         status = self.folders[key]
         status.state, status.error, status.updated_at = "failed", error, time.time()
         status.last_result = "error"
         status.terminal = retry_in is None
+        status.unreachable = unreachable
         self.event("error", key.target, f"{wanted.model} v{wanted.ref.version} failed: {error}")
         when = (
             "not retried until the pointer moves or SIGHUP"
@@ -325,6 +353,23 @@ class StatusBoard:
 
     # ---- readiness -------------------------------------------------------------------------------
 
+    def _store_unreachable(self) -> str | None:
+        """Why a wanted serving folder cannot be had because the artifact store cannot be
+        reached (its model_context.json or its binaries), or None. A folder in place is not
+        held against readiness: the endpoint can load it whatever S3 does."""
+        for target, model in sorted(self.store_unreachable):
+            return f"cannot reach the artifact store (S3) for {target}/{model}: " + (
+                self.model_errors.get((target, model), "")
+            )
+        for folder in self.folders.values():
+            # Kept while a retry runs, so the probe does not flap between attempts.
+            if folder.role == "serving" and folder.state != "synced" and folder.unreachable:
+                return (
+                    f"cannot reach the artifact store (S3) for {folder.target}/{folder.model}"
+                    f" v{folder.version}: {folder.error}"
+                )
+        return None
+
     def readiness(self, first_pass_done: bool) -> Readiness:
         """Ready once the first pass is done; says what it knows, not only yes or no."""
         unreachable = {name: e for name, e in self.target_errors.items() if e is not None}
@@ -340,6 +385,9 @@ class StatusBoard:
             )
         if not first_pass_done:
             return Readiness(False, "starting", "first reconcile pass not finished")
+        store = self._store_unreachable()
+        if store is not None:
+            return Readiness(False, "storage_unreachable", store)
         missing = sorted({name for names in self.missing.values() for name in names})
         unknown = f"; not registered: {', '.join(missing)}" if missing else ""
         serving = [f for f in self.folders.values() if f.role == "serving"]

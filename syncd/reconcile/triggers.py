@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from syncd.core.desired import RegisteredModel, matches, missing_names
-from syncd.errors import SyncdError, describe_os_error
+from syncd.errors import ResolutionError, SyncdError, describe_os_error
 from syncd.local.quarantine import prune_quarantine
 from syncd.local.verify import RateLimiter, verify_manifest
 from syncd.metrics import Metrics
@@ -173,7 +173,12 @@ class Triggers:
         keys whose pointer is new or moved, which need a look. Keys that did not change cost
         nothing: the sweep, the watcher and the remote check look after them."""
         errors = {model: str(error) for model, error in state.errors.items()}
-        self._status.resolution_errors(target.name, errors, scope)
+        unreachable = {
+            model
+            for model, error in state.errors.items()
+            if isinstance(error, ResolutionError) and error.store_unreachable
+        }
+        self._status.resolution_errors(target.name, errors, scope, unreachable)
         return self._controller.take(self._pointers.apply(target.name, state, models, scope))
 
     async def _after_poll(self, polled: set[str]) -> None:

@@ -17,7 +17,13 @@ from typing import Any
 from syncd.core.desired import ModelVersionRef, RegisteredModel, Role, pointed
 from syncd.core.resolution import Basis, parse_model_context, resolve_parent_run
 from syncd.core.resolved import Resolution, ResolutionCache
-from syncd.errors import RegistryError, RegistryNotFoundError, ResolutionError, SyncdError
+from syncd.errors import (
+    RegistryError,
+    RegistryNotFoundError,
+    ResolutionError,
+    SyncdError,
+    is_unreachable,
+)
 from syncd.remote.failure import describe_failure, host_of
 from syncd.settings import ResolutionSettings, TargetSettings
 
@@ -298,4 +304,4 @@ class MlflowRegistry:
         except SyncdError as exc:
             said = str(exc)
             reason = said if uri in said else f"cannot read {uri}: {said}"
-            raise ResolutionError(model, version, reason) from exc
+            raise ResolutionError(model, version, reason, is_unreachable(exc)) from exc

@@ -11,7 +11,15 @@ import pytest
 
 from syncd.app.embedded import free_port
 from tests.support.cli import clean_env, run_sync, run_syncd
-from tests.support.daemon import daemon_config, get, start_process, stop_process, wait_until
+from tests.support.daemon import (
+    daemon_config,
+    get,
+    start_process,
+    stop_process,
+    wait_until,
+    write_config,
+)
+from tests.support.disk import mounted_small_disk
 from tests.support.models import publish, unique_name
 
 
@@ -73,3 +81,131 @@ def test_mlflow_telemetry_is_off_in_syncd_processes(mlflow_server: Any, tmp_path
     assert run_syncd("status", "--root", str(tmp_path / "root"), env=env).returncode == 0
     assert not (config_home / "mlflow" / "telemetry.json").exists()
     assert not os.path.exists(config_home / "mlflow")
+
+
+def _readyz(url: str) -> tuple[int, str]:
+    return get(url + "/readyz")
+
+
+def test_readiness_is_503_naming_s3_while_the_store_cannot_be_reached(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """The model matches but its model_context.json cannot be read (S3 down): not ready. Then,
+    with the resolution cached and the folder in place, S3 down does not matter; the folder
+    deleted while S3 is down: not ready again, until the folder is back."""
+    name = unique_name("nos3")
+    publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
+    root, port = tmp_path / "llm-models", free_port()
+    config = daemon_config(tmp_path, root, port, name, mlflow_server.url, s3={"max_attempts": 1})
+    dead = clean_env(MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    url = f"http://127.0.0.1:{port}"
+
+    process = start_process(config, tmp_path / "dead.log", env=dead)
+    try:
+        wait_until(lambda: _readyz(url)[1].startswith("storage_unreachable"), "503 naming S3")
+        code, text = _readyz(url)
+        page = get(url + "/")[1]
+    finally:
+        stop_process(process)
+    assert code == 503
+    assert "cannot reach the artifact store (S3) for prod/" + name in text
+    assert "cannot connect to S3 endpoint" in text
+    assert "artifact store unreachable" in page
+
+    process = start_process(config, tmp_path / "live.log", env=clean_env())
+    try:
+        wait_until(lambda: _readyz(url)[1].startswith("synced"), "synced with S3 up")
+    finally:
+        stop_process(process)
+    (run_folder,) = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    process = start_process(config, tmp_path / "dead2.log", env=dead)
+    try:
+        wait_until(lambda: _readyz(url)[0] == 200, "ready from the folder in place")
+        assert _readyz(url)[1].startswith("synced")
+        for child in run_folder.iterdir():
+            child.unlink()
+        run_folder.rmdir()
+        wait_until(lambda: _readyz(url)[0] == 503, "503 once the folder is gone")
+        assert _readyz(url)[1].startswith("storage_unreachable")
+    finally:
+        stop_process(process)
+
+
+def test_a_misspelled_syncd_variable_is_refused_like_a_misspelled_key(tmp_path: Path) -> None:
+    config = daemon_config(tmp_path, tmp_path / "root", free_port(), "m", "http://127.0.0.1:1")
+    env = clean_env(SYNCD_POLL_INTERVALL="5s", SYNCD_PACKAGE="/opt/syncd.whl")
+    result = run_syncd("run", "--config", str(config), env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "syncd: config error: environment variable SYNCD_POLL_INTERVALL: not a syncd setting"
+        " (did you mean SYNCD_POLL_INTERVAL?)"
+    ]
+    assert not (tmp_path / "root").exists()
+
+
+def test_every_problem_of_a_config_is_named_in_one_run(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        "poll_interval: often\n"
+        "targets:\n"
+        "  - name: prod\n"
+        "    rot: /llm-models\n"  # the typo also makes `root` missing: said once, as the typo
+        "    alias: production\n"
+        "    models: my-llm\n"
+        "http:\n"
+        "  prot: 8080\n"
+    )
+    env = clean_env(SYNCD_LOG_LEVL="debug")
+    result = run_syncd("run", "--config", str(config), env=env)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    prefix = f"syncd: config error: {config}: "
+    assert sorted(lines) == sorted(
+        [
+            prefix + "targets.0.rot: unknown key (did you mean 'root'?)",
+            prefix + "http.prot: unknown key (did you mean 'port'?)",
+            prefix + "targets.0.models: must be a list: write models: [NAME]"
+            " (or one '- NAME' per line)",
+            prefix + "poll_interval: not a duration: 'often' (use e.g. 30s, 5m, 1h)",
+            "syncd: config error: environment variable SYNCD_LOG_LEVL: not a syncd setting"
+            " (did you mean SYNCD_LOG_LEVEL?)",
+        ]
+    ), result.stderr
+    assert "more problem" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unusable_root_is_named_and_nothing_is_served(tmp_path: Path) -> None:
+    read_only = mounted_small_disk(tmp_path, read_only=True)
+    volume = next(read_only)
+    try:
+        a_file = tmp_path / "not-a-folder"
+        a_file.write_text("someone's notes\n")
+        port = free_port()
+        config = write_config(
+            tmp_path / "syncd.yaml",
+            {
+                "targets": [
+                    {"name": f"t{i}", "root": str(root), "alias": "production", "models": ["m"]}
+                    for i, root in enumerate(
+                        (Path("/proc/llm-models"), volume / "llm-models", a_file, tmp_path / "ok")
+                    )
+                ],
+                "http": {"host": "127.0.0.1", "port": port},
+                "mlflow": {"tracking_uri": "http://127.0.0.1:1"},
+            },
+        )
+        result = run_syncd("run", "--config", str(config), env=clean_env())
+    finally:
+        next(read_only, None)
+    assert result.returncode == 2
+    prefix = f"syncd: config error: {config}: "
+    assert result.stderr.splitlines() == [
+        prefix
+        + "targets.0.root: cannot write /proc/llm-models: no such file or directory (ENOENT)",
+        prefix + f"targets.1.root: cannot write {volume}/llm-models: read-only file system (EROFS)",
+        prefix + f"targets.2.root: cannot write {a_file}: not a directory (ENOTDIR)",
+    ]
+    assert "serving on" not in result.stderr + result.stdout
+    assert a_file.read_text() == "someone's notes\n"

@@ -13,12 +13,14 @@ import pytest
 DISK_MIB = 48
 
 
-def mounted_small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 48 MiB tmpfs under `tmp_path`, unmounted after; skips where mounting is refused."""
-    disk = tmp_path / "disk"
+def mounted_small_disk(tmp_path: Path, *, read_only: bool = False) -> Iterator[Path]:
+    """A 48 MiB tmpfs under `tmp_path` (mounted read-only if asked), unmounted after; skips
+    where mounting is refused."""
+    disk = tmp_path / ("read-only-disk" if read_only else "disk")
     disk.mkdir()
+    options = f"size={DISK_MIB}m" + (",ro" if read_only else "")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(disk)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)],
         capture_output=True,
         text=True,
         check=False,

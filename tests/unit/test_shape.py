@@ -17,6 +17,7 @@ LAYERS = {
     "core": 0,
     "errors": 0,
     "settings": 0,
+    "config_problems": 0,
     "metrics": 0,
     "__init__": 0,
     "local": 1,
