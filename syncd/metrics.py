@@ -145,6 +145,13 @@ class Metrics:
             ["target", "reason"],
             registry=r,
         )
+        self.heal_incidents = Counter(
+            "syncd_heal_incidents",
+            "Times a folder synced before was found damaged and rebuilt, however many files "
+            "it took (what SyncdHealLoop counts: the same damage coming back).",
+            ["target"],
+            registry=r,
+        )
         self.deep_verify_problems = Counter(
             "syncd_deep_verify_problems",
             "Files a deep verification found altered, missing or resized.",
@@ -232,6 +239,7 @@ class Metrics:
             self.reused_files,
             self.unverified_files,
             self.deep_verify_problems,
+            self.heal_incidents,
             self.removed_folders,
             self.lock_waits,
         ):

@@ -257,6 +257,8 @@ class StatusBoard:
         self.metrics.syncs.labels(target=key.target, result=result).inc()
         for reason in outcome.healed.values():
             self.metrics.heals.labels(target=key.target, reason=reason).inc()
+        if outcome.healed:
+            self.metrics.heal_incidents.labels(target=key.target).inc()
         name = f"{wanted.model} v{wanted.ref.version} ({key.run_id[:8]})"
         if outcome.healed:
             reasons = sorted(set(outcome.healed.values()))

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -22,21 +21,12 @@ from tests.support.daemon import WAIT, eventually, fetch, running, sample
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
+from tests.support.tools import need
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "config" / "grafana" / "syncd-dashboard.json"
 ALERTS = REPO / "config" / "prometheus" / "syncd-alerts.yml"
 ARTIFACTS = Path(os.environ.get("SYNCD_TEST_ARTIFACTS", REPO / "test-artifacts"))
-
-
-def need(binary: str) -> str:
-    """The path of a Debian-packaged tool; CI must have it (its .ci/run installs it)."""
-    path = shutil.which(binary)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed: .ci/run installs it with apt-get")
-        pytest.skip(f"{binary} not installed (apt-get install prometheus chromium)")
-    return path
 
 
 def panel_queries() -> list[tuple[str, str]]:

@@ -4,10 +4,13 @@ carries no `_created` doubles, and MLflow's telemetry stays off."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from syncd.app.embedded import free_port
 from tests.support.cli import clean_env, run_sync, run_syncd
@@ -21,6 +24,7 @@ from tests.support.daemon import (
 )
 from tests.support.disk import mounted_small_disk
 from tests.support.models import publish, unique_name
+from tests.support.tools import need
 
 
 @pytest.mark.parametrize(
@@ -209,3 +213,92 @@ def test_an_unusable_root_is_named_and_nothing_is_served(tmp_path: Path) -> None
     ]
     assert "serving on" not in result.stderr + result.stdout
     assert a_file.read_text() == "someone's notes\n"
+
+
+ALERTS = Path(__file__).resolve().parents[2] / "config" / "prometheus" / "syncd-alerts.yml"
+
+
+def _series(text: str, name: str) -> dict[str, float]:
+    """Every sample of one metric in Prometheus text, by its series (name and labels)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            series, value = line.rsplit(" ", 1)
+            found[series] = float(value)
+    return found
+
+
+def test_the_heal_loop_alert_counts_incidents_not_files(mlflow_server: Any, tmp_path: Path) -> None:
+    """One `rm -rf` of a 5-file folder heals 5 files: one incident, no SyncdHealLoop. The
+    same damage three times is a loop. The rule is run by promtool on the series the real
+    daemon exported after each incident."""
+    promtool = need("promtool")
+    name = unique_name("loop")
+    publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1, 1, 1, 1, 1))
+    root, port = tmp_path / "llm-models", free_port()
+    config = daemon_config(tmp_path, root, port, name, mlflow_server.url)
+    url = f"http://127.0.0.1:{port}"
+    metric = "syncd_heal_incidents_total"
+    process = start_process(config, tmp_path / "syncd.log")
+    scrapes = []
+    try:
+        wait_until(lambda: get(url + "/readyz")[1].startswith("synced"), "synced")
+        (folder,) = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        files = sum(1 for p in folder.rglob("*") if p.is_file())
+        scrapes.append(get(url + "/metrics")[1])
+        for incident in (1, 2, 3):
+            shutil.rmtree(folder)
+            wait_until(
+                lambda n=incident: (
+                    _series(get(url + "/metrics")[1], metric)
+                    == {f'{metric}{{target="prod"}}': float(n)}
+                    and get(url + "/readyz")[1].startswith("synced")
+                ),
+                f"incident {incident} healed",
+            )
+            scrapes.append(get(url + "/metrics")[1])
+    finally:
+        stop_process(process)
+    assert files >= 5
+    assert sum(_series(scrapes[1], "syncd_heals_total").values()) == files  # per file
+
+    # Minutes 0, 1-20, 21-30, 31-40: before, after one incident, after two, after three.
+    repeats = (1, 20, 10, 10)
+    series: dict[str, list[str]] = {}
+    for text, times in zip(scrapes, repeats, strict=True):
+        for name_, value in {
+            **_series(text, metric),
+            **_series(text, "syncd_heals_total"),
+        }.items():
+            series.setdefault(name_, []).extend([f"{value:g}"] * times)
+    (rule,) = [
+        r
+        for r in yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+        if r["alert"] == "SyncdHealLoop"
+    ]
+    loop = {
+        "exp_labels": {"severity": "warning", "target": "prod"},
+        "exp_annotations": {
+            "summary": "syncd target prod: folders found damaged and rebuilt 3 times in 1h",
+            "description": rule["annotations"]["description"],
+        },
+    }
+    tests = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": " ".join(v)} for s, v in series.items()],
+                "alert_rule_test": [
+                    {"eval_time": "19m", "alertname": "SyncdHealLoop", "exp_alerts": []},
+                    {"eval_time": "29m", "alertname": "SyncdHealLoop", "exp_alerts": []},
+                    {"eval_time": "35m", "alertname": "SyncdHealLoop", "exp_alerts": [loop]},
+                ],
+            }
+        ],
+    }
+    unit = tmp_path / "heal-loop.test.yml"
+    unit.write_text(yaml.safe_dump(tests))
+    result = subprocess.run([promtool, "test", "rules", str(unit)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
