@@ -174,6 +174,11 @@ class Daemon:
             every(settings.sweep_interval, triggers.sweep, self.metrics), name="syncd-sweep"
         )
         group.create_task(triggers.remote_checks(), name="syncd-remote-check")
+        # A `syncd verify` beside the daemon hands damage over in the root: acted on within a
+        # second, not at the next sweep (a listing of a folder that is nearly always empty).
+        group.create_task(
+            every(1.0, triggers.handed_over_damage, self.metrics), name="syncd-damage"
+        )
         if watcher is not None:
             guarded = watcher
 

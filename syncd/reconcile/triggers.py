@@ -85,6 +85,7 @@ class Triggers:
         self._reading = asyncio.Lock()
         self.ready = asyncio.Event()
         self.passes = 0
+        self._damage_seen: dict[Path, set[str]] = {}  # per root: damage records already acted on
 
     # ---- the registry --------------------------------------------------------------------------
 
@@ -238,6 +239,19 @@ class Triggers:
         if rs is not None:
             for name in rs.targets:
                 self._controller.check_soon(Key(name, run_id), "event")
+
+    async def handed_over_damage(self) -> None:
+        """Runs newly recorded as damaged in a root this process writes (by `syncd verify`
+        or another host): checked at once, as a watchdog event would be. A record that stays
+        (the repair failed) is not queued again here: the work queue's backoff retries it."""
+        for rs in self._roots:
+            if not rs.lock.held:
+                continue
+            runs = set(await asyncio.to_thread(rs.store.damage.runs))
+            for run_id in sorted(runs - self._damage_seen.get(rs.store.root, set())):
+                log.info("damage of run %s handed over in %s: repairing", run_id, rs.store.root)
+                self.on_local_change(rs.store.root, run_id)
+            self._damage_seen[rs.store.root] = runs
 
     async def sweep(self) -> None:
         """Queue every wanted folder whose files no longer match their manifest (stat only)."""

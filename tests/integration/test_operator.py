@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from syncd.app.embedded import free_port
+from tests.integration.test_range_repair import BIG, flip
 from tests.support.cli import clean_env, run_sync, run_syncd
 from tests.support.daemon import (
     daemon_config,
@@ -302,3 +303,34 @@ def test_the_heal_loop_alert_counts_incidents_not_files(mlflow_server: Any, tmp_
     unit.write_text(yaml.safe_dump(tests))
     result = subprocess.run([promtool, "test", "rules", str(unit)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_verify_repair_beside_a_daemon_is_acted_on_at_once(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """Bit rot no stat can see, found by `syncd verify --repair` while a daemon writes the
+    root: the daemon repairs the handed-over damage itself. Its sweep is an hour away, so
+    only acting on the hand-over lets the command end within its --wait."""
+    name = unique_name("handed")
+    published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(20, 1))
+    root, port = tmp_path / "llm-models", free_port()
+    config = daemon_config(
+        tmp_path, root, port, name, mlflow_server.url, sweep_interval="1h", poll_interval="1h"
+    )
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(config, tmp_path / "syncd.log")
+    try:
+        wait_until(lambda: get(url + "/readyz")[1].startswith("synced"), "synced")
+        folder = root / published.parent_run_id
+        original = (folder / BIG).read_bytes()
+        flip(folder / BIG, 12345, keep_mtime=True)
+        env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
+        fixed = run_syncd("verify", "--root", str(root), "--repair", "--wait", "60", env=env)
+        log = (tmp_path / "syncd.log").read_text()
+    finally:
+        stop_process(process)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "handed the damage to it" in fixed.stderr
+    assert f"{published.parent_run_id}  OK" in fixed.stdout
+    assert (folder / BIG).read_bytes() == original
+    assert f"damage of run {published.parent_run_id} handed over in {root}: repairing" in log

@@ -1,18 +1,15 @@
 """What `syncd verify` finds gets repaired: by the next `syncd sync`, by `verify --repair`
-on a root nobody else writes, and by the daemon that writes the root (handed over through
-the root). Real `syncd` processes against the real MLflow and S3 servers."""
+on a root nobody else writes, and (test_operator.py) by the daemon that writes the root,
+handed over through the root. Real `syncd` processes against the real MLflow and S3 servers."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_heal import heal_settings
 from tests.integration.test_range_repair import BIG, PART, flip
 from tests.support.cli import clean_env, run_syncd, sync_command
-from tests.support.daemon import WAIT, running
 from tests.support.models import publish, unique_name
 
 
@@ -53,26 +50,3 @@ def test_rot_found_by_verify_is_repaired_by_sync_and_by_verify_repair(
     assert f"{published.parent_run_id}  OK" in fixed.stdout
     assert (folder / BIG).read_bytes() == original
     assert not list((root / ".syncd" / "damage").iterdir())
-
-
-async def test_verify_repair_hands_the_damage_to_the_daemon_writing_the_root(
-    mlflow_server: Any, tmp_path: Path
-) -> None:
-    name = unique_name("handed")
-    published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(20, 1))
-    root = tmp_path / "llm-models"
-    env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
-    settings = heal_settings(mlflow_server.url, root, name, sweep_interval="200ms")
-    async with running(settings) as (daemon, _):
-        await asyncio.wait_for(daemon.ready.wait(), WAIT)
-        folder = root / published.parent_run_id
-        original = (folder / BIG).read_bytes()
-        flip(folder / BIG, 12345, keep_mtime=True)
-        fixed = await asyncio.to_thread(
-            syncd, "verify", "--root", str(root), "--repair", "--wait", "100", env=env
-        )
-        assert fixed.returncode == 0, fixed.stderr
-        assert "handed the damage to it" in fixed.stderr
-        assert f"{published.parent_run_id}  OK" in fixed.stdout
-        assert (folder / BIG).read_bytes() == original
-        assert daemon.folders[next(iter(daemon.folders))].state == "synced"
