@@ -196,6 +196,7 @@ def _status(args: argparse.Namespace) -> int:
                 damaged=sorted(store.damaged(manifest).items()),
                 unverified=len(manifest.unverified),
                 wanted_by=[f"{w.model} {w.selector} v{w.version}" for w in manifest.wanted_by],
+                unwanted_since=manifest.unwanted_since,
             )
         rows.append(row)
     if args.json:
@@ -212,10 +213,15 @@ def _status(args: argparse.Namespace) -> int:
             if row["damaged"]
             else "intact"
         )
-        print(
-            f"{row['run_id']}  {row['files']} files  {row['bytes']} bytes  {health}  "
-            f"wanted by {'; '.join(row['wanted_by']) or '-'}"
-        )
+        was = "; ".join(row["wanted_by"]) or "-"
+        if row["unwanted_since"] is not None:
+            # Retention's mark: no target wants it; kept for a rollback (keep_previous) or
+            # until gc_grace has passed, which the daemon's config decides.
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(row["unwanted_since"]))
+            wanted = f"kept for rollback, no target wants it since {when} (was {was})"
+        else:
+            wanted = f"wanted by {was}"
+        print(f"{row['run_id']}  {row['files']} files  {row['bytes']} bytes  {health}  {wanted}")
     return 0
 
 

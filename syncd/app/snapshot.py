@@ -38,6 +38,7 @@ def _target(daemon: Daemon, name: str) -> dict[str, Any]:
         "writer": rs.lock.held,
         "lock_holder": None if rs.lock.held else rs.lock.holder(),
         "foreign_folders": rs.foreign,
+        "kept_for_rollback": [k.as_json() for k in rs.kept if k.target == name],
         "folders": [
             folder.as_json() for key, folder in sorted(status.folders.items()) if key.target == name
         ],

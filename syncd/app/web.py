@@ -54,13 +54,17 @@ _STATE_LABEL = {
 }
 
 
-def _ago(timestamp: float, now: float) -> str:
-    seconds = max(now - timestamp, 0)
+def _span(seconds: float) -> str:
+    seconds = max(seconds, 0)
     if seconds < 90:
-        return f"{seconds:.0f}s ago"
+        return f"{seconds:.0f}s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _ago(timestamp: float, now: float) -> str:
+    return f"{_span(now - timestamp)} ago"
 
 
 def _folder_row(folder: dict[str, Any], now: float) -> str:
@@ -116,8 +120,25 @@ def _short_error(error: str) -> str:
     return f'<span class="error" title="{html.escape(error)}">{html.escape(short)}</span>'
 
 
+def _kept_row(kept: dict[str, Any], now: float) -> str:
+    """A folder no target wants, kept so a rollback is instant: since when, until when."""
+    until = kept.get("removed_after")
+    when = (
+        f"removed in {_span(until - now)} (gc_grace)"
+        if until is not None
+        else "kept while it is among the newest keep_previous of its model"
+    )
+    return (
+        f"<tr><td>{html.escape(kept['was'])}</td><td></td>"
+        f"<td><code>{html.escape(kept['run_id'][:12])}</code></td>"
+        '<td><span class="state pending">kept for rollback</span></td>'
+        f'<td class="muted">unwanted since {_ago(kept["unwanted_since"], now)}; {when}</td></tr>'
+    )
+
+
 def _target_section(target: dict[str, Any], now: float) -> str:
     rows = "".join(_folder_row(folder, now) for folder in target["folders"])
+    rows += "".join(_kept_row(kept, now) for kept in target.get("kept_for_rollback") or [])
     rows += "".join(
         f"<tr><td><strong>{html.escape(model)}</strong></td><td colspan=2></td>"
         f'<td><span class="state failed">unresolved</span></td>'

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from syncd.core.manifest import Manifest
-from syncd.core.retention import Unwanted, select_removals
+from syncd.core.retention import Unwanted, plan_retention
 from syncd.local.store import LocalStore
 
-__all__ = ["Removal", "collect_garbage"]
+__all__ = ["Kept", "Removal", "collect_garbage"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,26 @@ class Removal:
     owner: str
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A folder no target wants that retention keeps for a rollback, and until when
+    (`until` None: while it is among the newest `keep_previous` of its model)."""
+
+    run_id: str
+    target: str
+    owner: str
+    unwanted_since: float
+    until: float | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "was": self.owner,
+            "unwanted_since": self.unwanted_since,
+            "removed_after": self.until,
+        }
+
+
 def collect_garbage(
     store: LocalStore,
     targets: set[str],
@@ -37,8 +57,9 @@ def collect_garbage(
     *,
     grace: float,
     keep_previous: int,
-) -> list[Removal]:
-    """Remove folders these targets made and no longer want, after `grace` seconds.
+) -> tuple[list[Removal], list[Kept]]:
+    """Remove folders these targets made and no longer want, after `grace` seconds; return
+    what was removed and what is kept for a rollback.
 
     Call it only after a poll in which every target of the root answered, so an outage or a
     model that failed to resolve never looks like "nobody wants this any more".
@@ -46,6 +67,7 @@ def collect_garbage(
     now = time.time()
     unwanted: list[Unwanted] = []
     owners: dict[str, tuple[str, str]] = {}
+    since_of: dict[str, float] = {}
     for manifest in store.manifests_on_disk():
         ours = [w for w in manifest.wanted_by if w.target in targets]
         if not ours:
@@ -61,14 +83,20 @@ def collect_garbage(
             store.update_manifest(manifest.run_id, _mark(now))
             log.info("run %s is no longer wanted; kept for %.0fs", manifest.run_id, grace)
         unwanted.append(Unwanted(manifest.run_id, frozenset(models), since))
+        since_of[manifest.run_id] = since
         owners[manifest.run_id] = (ours[-1].target, f"{ours[-1].model} v{ours[-1].version}")
+    plan = plan_retention(unwanted, now=now, grace=grace, keep_previous=keep_previous)
     removed = []
-    for run_id in select_removals(unwanted, now=now, grace=grace, keep_previous=keep_previous):
+    for run_id in plan.removals:
         store.remove(run_id)
         target, owner = owners[run_id]
         log.warning("removed run %s (%s: %s): no target wants it", run_id, target, owner)
         removed.append(Removal(run_id, target, owner))
-    return removed
+    kept = [
+        Kept(run_id, *owners[run_id], since_of[run_id], until)
+        for run_id, until in plan.kept.items()
+    ]
+    return removed, kept
 
 
 def _mark(since: float | None) -> Callable[[Manifest | None], Manifest | None]:

@@ -14,6 +14,7 @@ from syncd.core.resolved import ResolutionCache
 from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
+from syncd.reconcile.retention import Kept
 from syncd.reconcile.status import StatusBoard
 from syncd.settings import TargetSettings
 
@@ -33,6 +34,7 @@ class RootState:
     targets: list[str]
     waiting: bool = False
     foreign: list[str] = field(default_factory=list)
+    kept: list[Kept] = field(default_factory=list)  # unwanted, kept for a rollback
 
 
 class Roots:

@@ -199,7 +199,7 @@ class Triggers:
 
     async def _collect_garbage(self, rs: RootState) -> None:
         failing = {m for (name, m) in self._status.model_errors if name in rs.targets}
-        removals = await asyncio.to_thread(
+        removals, rs.kept = await asyncio.to_thread(
             collect_garbage,
             rs.store,
             set(rs.targets),

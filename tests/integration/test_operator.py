@@ -3,9 +3,11 @@ carries no `_created` doubles, and MLflow's telemetry stays off."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +336,49 @@ def test_verify_repair_beside_a_daemon_is_acted_on_at_once(
     assert f"{published.parent_run_id}  OK" in fixed.stdout
     assert (folder / BIG).read_bytes() == original
     assert f"damage of run {published.parent_run_id} handed over in {root}: repairing" in log
+
+
+def test_folders_kept_for_rollback_are_shown_as_kept_and_until_when(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """v1 -> v2 -> v3 with keep_previous 1 and gc_grace 1h: v2 is the rollback (kept while
+    it is the newest previous), v1 goes an hour after it stopped being wanted. The API, the
+    page and `syncd status` say so; neither is "wanted by" any more."""
+    name = unique_name("kept")
+    versions = [publish(mlflow_server.url, tmp_path / "v1", name, shard_mib=(1,))]
+    root, port = tmp_path / "llm-models", free_port()
+    config = daemon_config(
+        tmp_path, root, port, name, mlflow_server.url, gc_grace="1h", keep_previous=1
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def kept() -> dict[str, Any]:
+        (target,) = json.loads(get(url + "/api/status")[1])["targets"]
+        return {k["run_id"]: k for k in target["kept_for_rollback"]}
+
+    process = start_process(config, tmp_path / "syncd.log")
+    try:
+        for label in ("v2", "v3"):
+            wait_until(lambda: get(url + "/readyz")[1].startswith("synced"), "synced")
+            versions.append(publish(mlflow_server.url, tmp_path / label, name, shard_mib=(1,)))
+            wait_until(lambda: len(kept()) == len(versions) - 1, f"{label}: previous kept")
+        wait_until(lambda: get(url + "/readyz")[1].startswith("synced"), "v3 synced")
+        now, shown = time.time(), kept()
+        page = get(url + "/")[1]
+    finally:
+        stop_process(process)
+    v1, v2, v3 = (v.parent_run_id for v in versions)
+    assert set(shown) == {v1, v2}
+    assert shown[v2]["removed_after"] is None
+    assert shown[v2]["was"] == f"{name} v2"
+    assert now + 3500 < shown[v1]["removed_after"] <= now + 3600
+    assert page.count("kept for rollback") == 2
+    assert "kept while it is among the newest keep_previous of its model" in page
+    assert "removed in 60m (gc_grace)" in page or "removed in 59m (gc_grace)" in page
+
+    listing = run_syncd("status", "--root", str(root), env=clean_env()).stdout
+    lines = {line.split()[0]: line for line in listing.splitlines()}
+    assert "wanted by " + name in lines[v3]
+    for run_id, number in ((v1, 1), (v2, 2)):
+        assert "kept for rollback, no target wants it since " in lines[run_id]
+        assert f"(was {name} alias production v{number})" in lines[run_id]
