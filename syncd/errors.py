@@ -22,6 +22,7 @@ __all__ = [
     "SyncdError",
     "TransferError",
     "UnsafeKeyError",
+    "UsageError",
     "WebhookRejectedError",
     "cut",
     "describe_os_error",
@@ -61,6 +62,10 @@ class SyncdError(Exception):
 
 class ConfigError(SyncdError):
     """The configuration is malformed; the message names the key."""
+
+
+class UsageError(SyncdError):
+    """The command line is wrong (arguments a command cannot take): exit 2, like argparse."""
 
 
 class RegistryError(SyncdError):

@@ -27,6 +27,15 @@ class PublishedModel:
     child_run_id: str
 
 
+def serving_requirements() -> list[str]:
+    """What the pyfunc needs where it is served, stated rather than inferred: MLflow's
+    inference loads the model in a subprocess, fails on this one (its code lives in syncd)
+    and falls back to cloudpickle alone with an "unexpected error" warning."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    return [f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
+
+
 def publish_model(
     tracking_uri: str,
     model: str,
@@ -63,6 +72,7 @@ def publish_model(
                     name="model",
                     python_model=LlmFromDataset(),
                     artifacts={CONTEXT_ARTIFACT: str(context)},
+                    pip_requirements=serving_requirements(),
                 )
                 version = mlflow.register_model(info.model_uri, model)
             else:
@@ -71,6 +81,7 @@ def publish_model(
                     path=str(saved),
                     python_model=LlmFromDataset(),
                     artifacts={CONTEXT_ARTIFACT: str(context)},
+                    pip_requirements=serving_requirements(),
                 )
                 mlflow.log_artifacts(str(saved), artifact_path="model")
                 try:

@@ -72,18 +72,52 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the daemon")
+    run = _command(commands, "run", "run the daemon", _RUN)
     run.add_argument("--config", type=Path, help="YAML config file")
-    _sync_arguments(commands.add_parser("sync", help="sync one model version now, then exit"))
+    _sync_arguments(_command(commands, "sync", "sync one model version now, then exit", _SYNC))
     _verify_arguments(
-        commands.add_parser("verify", help="re-hash run folders against their manifests")
+        _command(commands, "verify", "re-hash run folders against their manifests", _VERIFY)
     )
-    status = commands.add_parser("status", help="list the run folders syncd keeps under a root")
-    status.add_argument("--root", type=Path, required=True)
+    status = _command(commands, "status", "list the run folders syncd keeps under a root", _STATUS)
+    status.add_argument("--root", type=Path, required=True, help="dataset folder")
     status.add_argument("--json", action="store_true", help="print JSON")
     _publish_and_fetch_arguments(commands)
     _demo_arguments(
-        commands.add_parser("demo", help="embedded MLflow + S3 + a sample model + the daemon")
+        _command(commands, "demo", "embedded MLflow + S3 + a sample model + the daemon", _DEMO)
+    )
+    return parser
+
+
+# What `syncd COMMAND --help` says above its flags: what the command does and what it leaves.
+_RUN = (
+    "Poll the MLflow registry (and take its webhooks) and keep each target's dataset folder "
+    "holding the binaries its alias or stage points at: downloaded, verified, swapped in "
+    "whole, healed when damaged; serves /healthz, /readyz, /metrics and a status page."
+)
+_SYNC = (
+    "Resolve one model version (by alias or number) to the run that holds its binaries and "
+    "put them in ROOT/RUN_ID, verified and swapped in whole; prints the folder. Exit 0 when "
+    "it is in place, 1 when it cannot be, 2 for a usage or config mistake."
+)
+_VERIFY = (
+    "Re-hash the files of run folders against the manifests syncd wrote; exit 1 if any is "
+    "damaged. With --repair, fetch only the damaged ranges again (or hand the damage to the "
+    "daemon writing the root) and exit 0 once everything verifies."
+)
+_STATUS = "List the run folders under ROOT: files, bytes, damage, and who wants each."
+_DEMO = (
+    "Start an embedded MLflow server and S3, publish a small sample model, and run the daemon "
+    "against them with its status page (needs the [demo] extra)."
+)
+_PUBLISH = (
+    "Log a model folder to a parent run and register a light pyfunc on a nested child run "
+    "naming it (model_context.json): the pattern syncd resolves."
+)
+
+
+def _command(commands: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=description
     )
     return parser
 
@@ -143,13 +177,15 @@ def _verify_arguments(verify: argparse.ArgumentParser) -> None:
 
 
 def _publish_and_fetch_arguments(commands: Any) -> None:
-    publish = commands.add_parser(
-        "publish", help="publish a model folder in the nested-run pattern"
+    publish = _command(
+        commands, "publish", "publish a model folder in the nested-run pattern", _PUBLISH
     )
     publish.add_argument("--model", required=True, help="registered model name")
     publish.add_argument("--folder", type=Path, required=True, help="a save_pretrained folder")
     publish.add_argument("--alias", help="point this alias at the new version")
-    publish.add_argument("--artifact-path", default="model")
+    publish.add_argument(
+        "--artifact-path", default="model", help="where in the parent run's artifacts"
+    )
     publish.add_argument("--experiment", help="MLflow experiment name")
     publish.add_argument("--config", type=Path, help="YAML config file (mlflow.tracking_uri)")
 

@@ -18,7 +18,7 @@ from typing import Any
 from syncd.app.arguments import EXIT_CONFIG, parser
 from syncd.app.logs import configure_logging
 from syncd.core.ids import is_run_id
-from syncd.errors import ConfigError, LocalStoreError, SyncdError
+from syncd.errors import ConfigError, LocalStoreError, SyncdError, UsageError
 from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.reconcile.syncer import Syncer, SyncProgress
@@ -248,6 +248,11 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("set MLFLOW_TRACKING_URI (or mlflow.tracking_uri in --config)")
     from syncd.publish import publish_model
 
+    # What MLflow prints while logging is meant for someone writing MLflow code (progress
+    # bars, run URLs, a CloudPickle caution, pip inference notes); syncd says what happened.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     published = publish_model(
         settings.mlflow.tracking_uri,
         args.model,
@@ -306,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every problem of the configuration, one line each: fixed in one go, not one per run.
         for line in str(exc).splitlines() or [""]:
             print(f"syncd: config error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"syncd {args.command}: {exc} (see syncd {args.command} --help)", file=sys.stderr)
         return EXIT_CONFIG
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from syncd.core.model_uri import ModelUri, parse_model_uri
-from syncd.errors import LocalStoreError, SyncdError
+from syncd.errors import LocalStoreError, SyncdError, UsageError
 from syncd.local.flat import FlatStore
 from syncd.local.lock import RootLock, take_root
 from syncd.settings import Settings
@@ -28,19 +28,22 @@ _LOCK_WAIT = 600.0  # a second init container on the same node-local folder fini
 def pairs(arguments: list[str]) -> list[tuple[ModelUri, Path]]:
     """`URI DEST` pairs from argv, each URI parsed and each DEST named once."""
     if not arguments or len(arguments) % 2:
-        raise SyncdError(
-            "syncd fetch takes SOURCE_URI DEST_PATH pairs "
+        raise UsageError(
+            "takes SOURCE_URI DEST_PATH pairs "
             f"(got {len(arguments)} argument{'s' if len(arguments) != 1 else ''})"
         )
-    found = [
-        (parse_model_uri(uri), Path(dest))
-        for uri, dest in zip(arguments[::2], arguments[1::2], strict=True)
-    ]
+    try:
+        found = [
+            (parse_model_uri(uri), Path(dest))
+            for uri, dest in zip(arguments[::2], arguments[1::2], strict=True)
+        ]
+    except SyncdError as exc:
+        raise UsageError(str(exc)) from exc
     dests = [dest.resolve() for _, dest in found]
     if Path("/") in dests:
-        raise SyncdError("refusing DEST_PATH /: give the folder the model server reads")
+        raise UsageError("refusing DEST_PATH /: give the folder the model server reads")
     if len(set(dests)) != len(dests):
-        raise SyncdError("each DEST_PATH may receive one model only")
+        raise UsageError("each DEST_PATH may receive one model only")
     return found
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from syncd.metrics import Metrics
 from syncd.reconcile.hooks import HookResult
 from syncd.reconcile.queue import Key
-from syncd.reconcile.syncer import SyncOutcome, SyncProgress
+from syncd.reconcile.syncer import SyncOutcome, SyncProgress, files_said
 from syncd.remote.registry import DesiredModel
 
 __all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
@@ -260,6 +260,7 @@ class StatusBoard:
         if outcome.healed:
             self.metrics.heal_incidents.labels(target=key.target).inc()
         name = f"{wanted.model} v{wanted.ref.version} ({key.run_id[:8]})"
+        whole = outcome.downloaded_files - outcome.patched_files
         if outcome.healed:
             reasons = sorted(set(outcome.healed.values()))
             self.event(
@@ -271,18 +272,18 @@ class StatusBoard:
             self.event(
                 "info",
                 key.target,
-                f"{name} in place: {outcome.downloaded_files} files, "
-                f"{outcome.downloaded_bytes / 1e6:.1f} MB",
+                f"{name} in place: {outcome.downloaded_bytes / 1e6:.1f} MB downloaded "
+                f"({files_said(whole, outcome.patched_files)})",
             )
         if outcome.result == "synced":
             log.info(
-                "%s: %s v%s run %s in place: %d files downloaded (%d bytes), %d kept, %.1fs",
+                "%s: %s v%s run %s in place: %d bytes downloaded (%s), %d file(s) kept, %.1fs",
                 key.target,
                 wanted.model,
                 wanted.ref.version,
                 key.run_id,
-                outcome.downloaded_files,
                 outcome.downloaded_bytes,
+                files_said(whole, outcome.patched_files),
                 outcome.reused_files,
                 outcome.seconds,
             )

@@ -89,6 +89,7 @@ class SyncOutcome:
     # paths of a folder synced before that were rebuilt, and why (missing_file, size, ...)
     healed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the whole ensure(), set by the caller that timed it
+    patched_files: int = 0  # of downloaded_files, those repaired range by range (not whole)
 
 
 def check_listing(listing: list[RemoteObject]) -> None:
@@ -262,6 +263,7 @@ class Syncer:
             progress.total_bytes,
             len(plan.reuse),
             new_manifest,
+            patched_files=len(plan.patch),
         )
 
     async def _transfer(
@@ -344,17 +346,21 @@ class _Build:
 
 def _announce(build: _Build, progress: SyncProgress) -> None:
     log.info(
-        "%s: syncing %s v%s run %s: %d files, %d bytes from %s (%d kept, %d patched)",
+        "%s: syncing %s v%s run %s from %s: %d bytes to download (%s), %d file(s) kept",
         build.target,
         build.desired.model,
         build.desired.ref.version,
         build.desired.run_id,
-        len(build.plan.fetch),
-        progress.total_bytes,
         build.location.uri,
+        progress.total_bytes,
+        files_said(len(build.plan.fetch), len(build.plan.patch)),
         len(build.plan.reuse),
-        len(build.plan.patch),
     )
+
+
+def files_said(whole: int, patched: int) -> str:
+    """`3 file(s) whole, 1 patched by range`: the same words before and after a sync."""
+    return f"{whole} file(s) whole" + (f", {patched} patched by range" if patched else "")
 
 
 async def _say_if_resumed(build: _Build, resume: ResumeState, progress: SyncProgress) -> None:

@@ -54,8 +54,8 @@ def fetch(*pairs: str | Path, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-def last_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stderr
+def last_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr.strip().splitlines()[-1]
 
@@ -148,8 +148,11 @@ def test_failures_are_one_plain_last_line(
     assert last_line(fetch(f"models:/{name}@nope", dest, env=env)) == (
         f"syncd: {name}: no alias 'nope' (aliases: production)"
     )
-    assert "names no model version" in last_line(fetch("models:/justaname", dest, env=env))
-    assert "pairs" in last_line(fetch("models:/x@y", env=env))
+    # usage mistakes exit 2, as argparse's own do
+    assert "names no model version" in last_line(fetch("models:/justaname", dest, env=env), 2)
+    assert last_line(fetch("models:/x@y", env=env), 2) == (
+        "syncd fetch: takes SOURCE_URI DEST_PATH pairs (got 1 argument) (see syncd fetch --help)"
+    )
     dead = f"http://127.0.0.1:{free_port()}"
     down = last_line(
         fetch(

@@ -382,3 +382,66 @@ def test_folders_kept_for_rollback_are_shown_as_kept_and_until_when(
     for run_id, number in ((v1, 1), (v2, 2)):
         assert "kept for rollback, no target wants it since " in lines[run_id]
         assert f"(was {name} alias production v{number})" in lines[run_id]
+
+
+def test_publish_says_what_it_did_and_nothing_else(mlflow_server: Any, tmp_path: Path) -> None:
+    """No tqdm bars, run URLs, CloudPickle cautions or "unexpected error" from MLflow's pip
+    inference: the one line syncd prints, and a model the daemon side can resolve."""
+    name = unique_name("quiet")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.url)
+    published = run_syncd(
+        "publish", "--model", name, "--folder", str(folder), "--alias", "production", env=env
+    )
+    assert published.returncode == 0, published.stderr
+    (line,) = published.stdout.splitlines()
+    assert line.startswith(f"{name} v1: binaries on run ")
+    assert line.endswith(", alias production set")
+    for noise in ("it/s", "View run", "unexpected error", "CloudPickle", "WARNING"):
+        assert noise not in published.stderr + published.stdout, published.stderr
+    assert run_sync(name, tmp_path / "root", env).returncode == 0
+
+
+def test_a_range_repair_is_told_the_same_way_before_and_after(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """One flipped byte in a 20 MiB shard: the log's "syncing" and "in place" lines both say
+    one file patched by range, none whole, and the same byte count."""
+    name = unique_name("patch")
+    published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(20, 1))
+    root, port = tmp_path / "llm-models", free_port()
+    config = daemon_config(tmp_path, root, port, name, mlflow_server.url)
+    url, log = f"http://127.0.0.1:{port}", tmp_path / "syncd.log"
+    process = start_process(config, log)
+    try:
+        wait_until(lambda: get(url + "/readyz")[1].startswith("synced"), "synced")
+        flip(root / published.parent_run_id / BIG, 12345, keep_mtime=False)
+        wait_until(
+            lambda: any(
+                "in place" in line and "patched by range" in line
+                for line in log.read_text().splitlines()
+            ),
+            "repaired",
+        )
+    finally:
+        stop_process(process)
+    lines = log.read_text().splitlines()
+    (announced,) = [line for line in lines if "patched by range" in line and "syncing" in line]
+    (done,) = [line for line in lines if "patched by range" in line and "in place" in line]
+    said = "(0 file(s) whole, 1 patched by range)"
+    assert said in announced
+    assert said in done
+    to_download = announced.split(": ")[-1].split(" bytes to download")[0]
+    assert f"in place: {to_download} bytes downloaded {said}" in done
+
+
+@pytest.mark.parametrize("command", ["run", "sync", "verify", "status", "publish", "fetch", "demo"])
+def test_every_subcommand_help_says_what_it_does(command: str) -> None:
+    result = run_syncd(command, "--help", env=clean_env())
+    assert result.returncode == 0
+    usage, description = result.stdout.split("\n\n")[:2]
+    assert usage.startswith(f"usage: syncd {command}")
+    assert len(description.split()) >= 10, result.stdout  # a sentence, not the flag list
+    assert not description.lstrip().startswith(("options:", "positional arguments:"))
