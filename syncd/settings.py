@@ -177,6 +177,25 @@ class DominoSettings(_Strict):
     project_id: str | None = None
 
 
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_variables(text: str) -> str:
+    """`${NAME}` and `${NAME:-default}` replaced from the environment, as a shell would;
+    a variable that is unset (or empty) with no default is refused, never left literal."""
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found:
+            return found
+        if default is not None:
+            return default
+        raise ValueError(f"names ${{{name}}}, which is not set (or write ${{{name}:-DEFAULT}})")
+
+    return _VARIABLE.sub(value, text)
+
+
 class TargetSettings(_Strict):
     """One dataset folder kept in step with one alias (or stage) of a set of models."""
 
@@ -199,6 +218,13 @@ class TargetSettings(_Strict):
         if self.alias is not None and self.alias in self.prefetch:
             raise ValueError(f"prefetch repeats the serving alias {self.alias!r}")
         return self
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _expand_root(cls, value: object) -> object:
+        # `${NAME}` / `${NAME:-default}`: one config file for Domino's Git-based and DFS
+        # projects, which mount datasets in different places (config/domino/app.sh says where).
+        return expand_variables(value) if isinstance(value, str) else value
 
     @field_validator("artifact_path")
     @classmethod

@@ -7,8 +7,15 @@
 # repository (DOMINO_WORKING_DIR: /mnt/code for Git-based projects, /mnt for DFS ones). To run
 # a released build instead, set SYNCD_PACKAGE to a wheel's path, e.g.
 # /mnt/data/wheels/syncd-0.1.0-py3-none-any.whl.
+#
+# The prod dataset is shared into this project. Domino mounts it at
+# /mnt/imported/data/domino-models-prod in Git-based projects (code in /mnt/code) and at
+# /domino/datasets/domino-models-prod in DFS ones; config/syncd.yaml's root is
+# ${DOMINO_DATASETS_DIR}/domino-models-prod/llm-models, so the one file fits both.
 set -euo pipefail
 project="${DOMINO_WORKING_DIR:-/mnt/code}"
+if [ "$project" = /mnt/code ]; then datasets=/mnt/imported/data; else datasets=/domino/datasets; fi
+export DOMINO_DATASETS_DIR="${DOMINO_DATASETS_DIR:-$datasets}"
 package="${SYNCD_PACKAGE:-$project}"
 python -m pip install --quiet --user "$package"
 export PATH="$HOME/.local/bin:$PATH"

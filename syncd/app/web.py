@@ -31,7 +31,13 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    readiness = request.app[DAEMON].readiness()
+    daemon = request.app[DAEMON]
+    if "in_place" in request.query:
+        # Stricter, for a startup gate: 200 only once every serving folder is on disk.
+        in_place, detail = daemon.serving_folders_in_place()
+        state = "in_place" if in_place else "not_in_place"
+        return web.Response(status=200 if in_place else 503, text=f"{state}: {detail}\n")
+    readiness = daemon.readiness()
     text = f"{readiness.state}: {readiness.detail}\n"
     return web.Response(status=200 if readiness.ready else 503, text=text)
 

@@ -90,6 +90,23 @@ class Daemon:
     def readiness(self) -> Readiness:
         return self.status.readiness(self.ready.is_set())
 
+    def serving_folders_in_place(self) -> tuple[bool, str]:
+        """Whether every folder a serving pointer wants is on disk with its manifest, by
+        whichever process wrote it (a standby replica answers too): what a model server
+        started after syncd needs (`/readyz?in_place`, the sidecar's startup probe)."""
+        wanted = [f for f in self.status.folders.values() if f.role == "serving"]
+        if not self.ready.is_set() or not wanted:
+            return False, "no folder wanted yet" if self.ready.is_set() else "first pass running"
+        missing = [
+            f"{f.model} v{f.version}"
+            for f in wanted
+            if not self.roots.of(f.target).store.manifest_path(f.run_id).is_file()
+            or not self.roots.of(f.target).store.run_dir(f.run_id).is_dir()
+        ]
+        if missing:
+            return False, f"not in place yet: {', '.join(sorted(missing))}"
+        return True, f"{len(wanted)} folder(s) in place"
+
     # ---- what the outside asks -----------------------------------------------------------------
 
     def wake(self) -> None:

@@ -3,6 +3,7 @@ Kubernetes manifests checked by their linters (no container runtime or cluster r
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -51,9 +52,14 @@ def _documents(manifest: Path) -> dict[str, list[dict[str, Any]]]:
     return by_kind
 
 
+def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every container of a pod, native sidecars (restartable init containers) first."""
+    return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
+
+
 def test_sidecar_shares_the_dataset_volume_with_the_serving_container() -> None:
     (deployment,) = _documents(REPO / "config/kubernetes/sidecar.yaml")["Deployment"]
-    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    containers = {c["name"]: c for c in _containers(deployment["spec"]["template"]["spec"])}
     assert set(containers) == {"model-server", "syncd"}
     mounts = {
         name: {m["name"]: m for m in container["volumeMounts"]}
@@ -88,7 +94,7 @@ def test_each_manifest_applies_on_its_own_and_is_scraped(manifest: Path) -> None
     annotations = service["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
-    syncd = next(c for c in pod["spec"]["containers"] if c["name"] == "syncd")
+    syncd = next(c for c in _containers(pod["spec"]) if c["name"] == "syncd")
     ports = {p["name"]: p["containerPort"] for p in syncd["ports"]}
     assert int(annotations["prometheus.io/port"]) in ports.values()
     assert service["spec"]["ports"][0]["targetPort"] in ports
@@ -101,7 +107,7 @@ def test_both_manifests_lay_the_volume_out_the_same_way(manifest: Path) -> None:
     (config,) = documents["ConfigMap"]
     settings = yaml.safe_load(config["data"]["syncd.yaml"])
     (deployment,) = documents["Deployment"]
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+    containers = _containers(deployment["spec"]["template"]["spec"])
     syncd = next(c for c in containers if c["name"] == "syncd")
     (dataset,) = [m for m in syncd["volumeMounts"] if not m.get("readOnly")]
     assert dataset["mountPath"] == "/domino/datasets/domino-models-prod"
@@ -110,6 +116,89 @@ def test_both_manifests_lay_the_volume_out_the_same_way(manifest: Path) -> None:
         for mount in container["volumeMounts"]:
             if mount["name"] == dataset["name"] and container["name"] != "syncd":
                 assert (mount["subPath"], mount["mountPath"]) == ("llm-models", "/llm-models")
+
+
+def test_sidecar_starts_syncd_first_and_holds_the_server_until_folders_are_in_place() -> None:
+    (deployment,) = _documents(REPO / "config/kubernetes/sidecar.yaml")["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (syncd,) = pod["initContainers"]
+    assert syncd["name"] == "syncd"
+    assert syncd["restartPolicy"] == "Always"  # a native sidecar, not a one-shot init step
+    assert syncd["startupProbe"]["httpGet"]["path"] == "/readyz?in_place"
+    assert "readinessProbe" not in syncd  # a registry outage must not unready the server
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda path: path.name)
+def test_volumes_are_shared_storage_and_not_chowned_at_every_start(manifest: Path) -> None:
+    documents = _documents(manifest)
+    for claim in documents["PersistentVolumeClaim"]:
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert claim["spec"]["storageClassName"]  # RWX is not the default class's
+    (deployment,) = documents["Deployment"]
+    context = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert context["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_the_deployment_writes_what_the_mutation_mounts_for_endpoints() -> None:
+    """Same claim, and syncd's root is the folder whose subPath the endpoints get."""
+    (deployment,) = _documents(REPO / "config/kubernetes/deployment.yaml")["Deployment"]
+    (config,) = _documents(REPO / "config/kubernetes/deployment.yaml")["ConfigMap"]
+    pod = deployment["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "prod-dataset"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "prod-dataset"]
+    root = yaml.safe_load(config["data"]["syncd.yaml"])["targets"][0]["root"]
+    written = mount["subPath"] + root.removeprefix(mount["mountPath"])
+    (mutation,) = yaml.safe_load_all((REPO / "config/domino/mutation.yaml").read_text())
+    (rule,) = mutation["rules"]
+    (inserted,) = rule["insertVolumes"]
+    (endpoint_mount,) = rule["insertVolumeMounts"]["present"]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert claim == inserted["persistentVolumeClaim"]["claimName"]
+    assert written == endpoint_mount["subPath"]
+    assert (endpoint_mount["mountPath"], endpoint_mount["readOnly"]) == ("/llm-models", True)
+
+
+def _docker_ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule for .dockerignore: the last pattern that matches a path (or one of its
+    parent folders) decides; `!` lets a path back in."""
+    ignored = False
+    parts = path.split("/")
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.removeprefix("!").rstrip("/")
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(
+            fnmatch.fnmatch(c, glob)
+            or fnmatch.fnmatch(c, glob.removeprefix("**/"))
+            or (glob.startswith("**/") and fnmatch.fnmatch(c.rsplit("/", 1)[-1], glob[3:]))
+            for c in candidates
+        ):
+            ignored = not negated
+    return ignored
+
+
+def test_the_build_context_is_what_the_dockerfile_copies() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    copied = [
+        source
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for source in line.split()[1:-1]
+    ]
+    for source in copied:
+        path = source.rstrip("/") + ("/cli.py" if source.rstrip("/") == "syncd" else "")
+        assert not _docker_ignored(path.removeprefix("./"), patterns), source
+    for stray in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "build/lib/x.py",
+        "test-artifacts/a.png",
+        "syncd/__pycache__/cli.cpython-311.pyc",
+        "mlflow.db",
+    ):
+        assert _docker_ignored(stray, patterns), stray
 
 
 def test_example_bucket_has_one_spelling() -> None:
@@ -125,10 +214,14 @@ def test_domino_app_script_installs_from_the_project_and_serves(
     """app.sh as Domino runs it: the system Python, a --user install from the project folder."""
     name = unique_name()
     published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
-    root = tmp_path / "llm-models"
+    # The shipped config's root, through the variable app.sh sets (DFS or Git-based paths).
+    shipped = yaml.safe_load((REPO / "config/syncd.yaml").read_text())["targets"][0]["root"]
+    datasets = tmp_path / "datasets"
+    root = Path(shipped.replace("${DOMINO_DATASETS_DIR:-/domino/datasets}", str(datasets)))
+    assert root == datasets / "domino-models-prod" / "llm-models"
     config = tmp_path / "syncd.yaml"
     config.write_text(
-        f"targets: [{{name: prod, root: {root}, alias: production, models: [{name}]}}]\n"
+        f"targets: [{{name: prod, root: '{shipped}', alias: production, models: [{name}]}}]\n"
     )
     port = free_port()
     base_python = Path(getattr(sys, "_base_executable", sys.executable)).parent
@@ -136,6 +229,7 @@ def test_domino_app_script_installs_from_the_project_and_serves(
         "HOME": str(tmp_path / "home"),
         "PATH": f"{base_python}{os.pathsep}/usr/bin{os.pathsep}/bin",
         "DOMINO_WORKING_DIR": str(REPO),
+        "DOMINO_DATASETS_DIR": str(datasets),
         "SYNCD_CONFIG": str(config),
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "MLFLOW_S3_ENDPOINT_URL": os.environ["MLFLOW_S3_ENDPOINT_URL"],

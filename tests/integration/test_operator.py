@@ -445,3 +445,33 @@ def test_every_subcommand_help_says_what_it_does(command: str) -> None:
     assert usage.startswith(f"usage: syncd {command}")
     assert len(description.split()) >= 10, result.stdout  # a sentence, not the flag list
     assert not description.lstrip().startswith(("options:", "positional arguments:"))
+
+
+def test_readyz_in_place_holds_a_startup_gate_until_the_folder_is_on_disk(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """The sidecar's startup probe: 503 while S3 cannot deliver the folder (plain /readyz
+    answers too, for its own reasons), 200 once the folder and its manifest are on disk."""
+    name = unique_name("gate")
+    published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
+    root, port = tmp_path / "llm-models", free_port()
+    config = daemon_config(tmp_path, root, port, name, mlflow_server.url)
+    url = f"http://127.0.0.1:{port}"
+    dead = clean_env(MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    process = start_process(config, tmp_path / "dead.log", env=dead)
+    try:
+        wait_until(lambda: get(url + "/readyz")[0] == 503, "up, S3 down")
+        wait_until(lambda: "storage_unreachable" in get(url + "/readyz")[1], "S3 named")
+        code, text = get(url + "/readyz?in_place")
+    finally:
+        stop_process(process)
+    assert code == 503
+    assert text.startswith("not_in_place: ")
+    process = start_process(config, tmp_path / "live.log", env=clean_env())
+    try:
+        wait_until(lambda: get(url + "/readyz?in_place")[0] == 200, "in place")
+        text = get(url + "/readyz?in_place")[1]
+    finally:
+        stop_process(process)
+    assert text == "in_place: 1 folder(s) in place\n"
+    assert (root / published.parent_run_id).is_dir()
