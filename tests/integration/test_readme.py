@@ -17,7 +17,7 @@ import pytest
 from syncd.app.embedded import free_port
 from tests.support.daemon import WAIT, wait_until
 from tests.support.models import publish, unique_name
-from tests.support.venv import REPO, FreshVenv, readme_commands
+from tests.support.venv import REPO, FreshVenv, readme_blocks, readme_commands
 
 INSTALL_WAIT = 900.0  # pip resolving and installing MLflow on a cold cache
 
@@ -247,3 +247,71 @@ def _keep_artifact(name: str, text: str) -> None:
     folder.mkdir(exist_ok=True)
     (folder / name).write_text(text + "\n")
     print(text)
+
+
+def test_the_operator_quick_start_works_as_written(
+    lean_venv: FreshVenv, mlflow_server: Any, tmp_path: Path
+) -> None:
+    """The quick start's commands in the plain install, with the example names swapped for
+    this suite's servers: a profile in ~/.aws, the model, the root and the port. Its first
+    two lines (make and fill a virtualenv) are what `lean_venv` did."""
+    (_, setup), (config_kind, config), (_, daemon) = readme_blocks(
+        "Operator quick start: your own MLflow and S3"
+    )
+    assert config_kind == "yaml"
+    name = unique_name("quick")
+    published = publish(mlflow_server.url, tmp_path / "src", name, shard_mib=(1,))
+    root, port, home = tmp_path / "llm-models", free_port(), tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "[mlflow-reader]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    swaps = {
+        "https://mlflow.example.com": mlflow_server.url,
+        "https://minio.example.com": os.environ["MLFLOW_S3_ENDPOINT_URL"],
+        "my-llm": name,
+        "/srv/llm-models": str(root),
+        "8888": str(port),
+    }
+
+    def swapped(text: str) -> str:
+        for old, new in swaps.items():
+            text = text.replace(old, new)
+        return text
+
+    lines = [line for line in setup.splitlines() if line.strip()]
+    assert lines[0].startswith("python3 -m venv")
+    assert lines[1] == "pip install ."
+    env = lean_venv.env(HOME=str(home), AWS_DEFAULT_REGION="us-east-1")
+    synced = subprocess.run(
+        ["bash", "-ec", swapped("\n".join(lines[2:]))],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.strip() == str(root / published.parent_run_id)
+    (tmp_path / "syncd.yaml").write_text(swapped(config))
+    run, probe = [line.split("#", 1)[0].strip() for line in daemon.splitlines() if line]
+    exports = "\n".join(swapped(line) for line in lines[2:] if line.startswith("export"))
+    with (tmp_path / "daemon.log").open("w") as out:
+        process = subprocess.Popen(
+            ["bash", "-ec", f"{exports}\nexec {swapped(run)}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), "the daemon ready")
+        said = subprocess.run(
+            ["bash", "-c", swapped(probe)], capture_output=True, text=True, timeout=WAIT
+        ).stdout
+        assert said.startswith("synced: 1 folder(s) in place"), said
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=WAIT)

@@ -62,3 +62,10 @@ class FreshVenv:
                 seen.add(info.st_ino)
                 total += info.st_blocks * 512
         return total / 1e6
+
+
+def readme_blocks(section: str) -> list[tuple[str, str]]:
+    """The fenced blocks (language, text) of one `## ` section of the README, in order."""
+    text = (REPO / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(\w*)\n(.*?)```", body, re.S)
