@@ -16,6 +16,7 @@ __all__ = [
     "LocalFile",
     "Patch",
     "Suspicion",
+    "files_said",
     "merge_suspicion",
     "plan_folder",
     "stat_damage",
@@ -187,3 +188,8 @@ def _in_place(entry: FileEntry, obj: RemoteObject, facts: LocalFile) -> bool:
 def _spans_recorded(entry: FileEntry, spans: tuple[Span, ...]) -> bool:
     """Each span is one of the entry's recorded ranges, so its new bytes can be checked."""
     return set(spans) <= set(entry.spans())
+
+
+def files_said(whole: int, patched: int) -> str:
+    """`3 file(s) whole, 1 patched by range`: the same words before and after a sync."""
+    return f"{whole} file(s) whole" + (f", {patched} patched by range" if patched else "")

@@ -12,10 +12,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from syncd.core.folder_plan import files_said
 from syncd.metrics import Metrics
 from syncd.reconcile.hooks import HookResult
 from syncd.reconcile.queue import Key
-from syncd.reconcile.syncer import SyncOutcome, SyncProgress, files_said
+from syncd.reconcile.syncer import SyncOutcome, SyncProgress
 from syncd.remote.registry import DesiredModel
 
 __all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
@@ -356,23 +357,6 @@ class StatusBoard:
 
     # ---- readiness -------------------------------------------------------------------------------
 
-    def _store_unreachable(self) -> str | None:
-        """Why a wanted serving folder cannot be had because the artifact store cannot be
-        reached (its model_context.json or its binaries), or None. A folder in place is not
-        held against readiness: the endpoint can load it whatever S3 does."""
-        for target, model in sorted(self.store_unreachable):
-            return f"cannot reach the artifact store (S3) for {target}/{model}: " + (
-                self.model_errors.get((target, model), "")
-            )
-        for folder in self.folders.values():
-            # Kept while a retry runs, so the probe does not flap between attempts.
-            if folder.role == "serving" and folder.state != "synced" and folder.unreachable:
-                return (
-                    f"cannot reach the artifact store (S3) for {folder.target}/{folder.model}"
-                    f" v{folder.version}: {folder.error}"
-                )
-        return None
-
     def readiness(self, first_pass_done: bool) -> Readiness:
         """Ready once the first pass is done; says what it knows, not only yes or no."""
         unreachable = {name: e for name, e in self.target_errors.items() if e is not None}
@@ -388,7 +372,7 @@ class StatusBoard:
             )
         if not first_pass_done:
             return Readiness(False, "starting", "first reconcile pass not finished")
-        store = self._store_unreachable()
+        store = _store_unreachable(self.store_unreachable, self.model_errors, self.folders)
         if store is not None:
             return Readiness(False, "storage_unreachable", store)
         missing = sorted({name for names in self.missing.values() for name in names})
@@ -409,3 +393,25 @@ class StatusBoard:
                 f"standby: another syncd writes the root; {len(serving)} folder(s) wanted{unknown}",
             )
         return Readiness(True, "syncing", f"{synced} of {len(serving)} folder(s) in place{unknown}")
+
+
+def _store_unreachable(
+    unreachable: set[tuple[str, str]],
+    model_errors: dict[tuple[str, str], str],
+    folders: dict[Key, FolderStatus],
+) -> str | None:
+    """Why a wanted serving folder cannot be had because the artifact store cannot be
+    reached (its model_context.json or its binaries), or None. A folder in place is not
+    held against readiness: the endpoint can load it whatever S3 does."""
+    for target, model in sorted(unreachable):
+        return f"cannot reach the artifact store (S3) for {target}/{model}: " + (
+            model_errors.get((target, model), "")
+        )
+    for folder in folders.values():
+        # Kept while a retry runs, so the probe does not flap between attempts.
+        if folder.role == "serving" and folder.state != "synced" and folder.unreachable:
+            return (
+                f"cannot reach the artifact store (S3) for {folder.target}/{folder.model}"
+                f" v{folder.version}: {folder.error}"
+            )
+    return None

@@ -19,6 +19,7 @@ from syncd.core.folder_plan import (
     Patch,
     Suspicion,
     fetch_instead,
+    files_said,
     merge_suspicion,
     plan_folder,
     worth_range_check,
@@ -356,11 +357,6 @@ def _announce(build: _Build, progress: SyncProgress) -> None:
         files_said(len(build.plan.fetch), len(build.plan.patch)),
         len(build.plan.reuse),
     )
-
-
-def files_said(whole: int, patched: int) -> str:
-    """`3 file(s) whole, 1 patched by range`: the same words before and after a sync."""
-    return f"{whole} file(s) whole" + (f", {patched} patched by range" if patched else "")
 
 
 async def _say_if_resumed(build: _Build, resume: ResumeState, progress: SyncProgress) -> None:
