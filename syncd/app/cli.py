@@ -285,9 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from syncd.app.service import check_port_free, run_service
 
             require_registry(settings)
-            require_roots(settings, getattr(args, "config", None))
             if settings.http.enabled:
                 check_port_free(settings.http.host, settings.http.port, "http.port")
+            require_roots(settings, getattr(args, "config", None))
             asyncio.run(run_service(settings))
             return 0
         if args.command == "sync":

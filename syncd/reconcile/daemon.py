@@ -90,6 +90,10 @@ class Daemon:
     def readiness(self) -> Readiness:
         return self.status.readiness(self.ready.is_set())
 
+    async def idle(self) -> None:
+        """Until nothing is queued, syncing, or checking or firing hooks in the background."""
+        await self._controller.idle()
+
     def serving_folders_in_place(self) -> tuple[bool, str]:
         """Whether every folder a serving pointer wants is on disk with its manifest, by
         whichever process wrote it (a standby replica answers too): what a model server

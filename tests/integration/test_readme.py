@@ -72,7 +72,8 @@ def test_first_command_runs_the_demo_and_stops_cleanly(
     demo_venv: FreshVenv, tmp_path: Path
 ) -> None:
     first, _ = readme_commands()
-    port, mark = free_port(), f"SYNCD_TEST_MARK_{uuid.uuid4().hex}"
+    # Not a SYNCD_ name: syncd refuses variables that are not its settings.
+    port, mark = free_port(), f"SYNCDTEST_MARK_{uuid.uuid4().hex}"
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         shell = subprocess.Popen(
