@@ -59,6 +59,14 @@ def _source_of(location: tuple[Any, ...], environ: Mapping[str, str], file: str 
     return file or "settings"
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (`S3Settings`, `list[TargetSettings]`, ...), if any."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _known_keys(root: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
     """The keys allowed at a location of the settings tree (for "did you mean")."""
     model = root
@@ -68,13 +76,10 @@ def _known_keys(root: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
         field = model.model_fields.get(str(part))
         if field is None:
             return []
-        annotation = field.annotation
-        for candidate in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                model = candidate
-                break
-        else:
+        nested = _nested_model(field.annotation)
+        if nested is None:
             return []
+        model = nested
     return list(model.model_fields)
 
 
@@ -119,10 +124,9 @@ def variable_names(model: type[BaseModel], prefix: str = "SYNCD_") -> list[str]:
     for name, field in model.model_fields.items():
         variable = f"{prefix}{name.upper()}"
         names.append(variable)
-        annotation = field.annotation
-        for candidate in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                names += variable_names(candidate, f"{variable}__")
+        nested = _nested_model(field.annotation)
+        if nested is not None:
+            names += variable_names(nested, f"{variable}__")
     return names
 
 

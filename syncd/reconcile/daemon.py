@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 
 from syncd.errors import cut
+from syncd.local.store import LocalStore
 from syncd.local.watch import RootWatcher
 from syncd.metrics import FolderCollector, Metrics
 from syncd.reconcile.controller import Controller
@@ -104,8 +105,7 @@ class Daemon:
         missing = [
             f"{f.model} v{f.version}"
             for f in wanted
-            if not self.roots.of(f.target).store.manifest_path(f.run_id).is_file()
-            or not self.roots.of(f.target).store.run_dir(f.run_id).is_dir()
+            if not _on_disk(self.roots.of(f.target).store, f.run_id)
         ]
         if missing:
             return False, f"not in place yet: {', '.join(sorted(missing))}"
@@ -213,3 +213,8 @@ class Daemon:
                 every(settings.deep_verify_interval, triggers.deep_verify, self.metrics),
                 name="syncd-deep-verify",
             )
+
+
+def _on_disk(store: LocalStore, run_id: str) -> bool:
+    """The run folder and its manifest are there (stat only)."""
+    return store.run_dir(run_id).is_dir() and store.manifest_path(run_id).is_file()

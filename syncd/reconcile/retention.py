@@ -67,7 +67,6 @@ def collect_garbage(
     now = time.time()
     unwanted: list[Unwanted] = []
     owners: dict[str, tuple[str, str]] = {}
-    since_of: dict[str, float] = {}
     for manifest in store.manifests_on_disk():
         ours = [w for w in manifest.wanted_by if w.target in targets]
         if not ours:
@@ -83,7 +82,6 @@ def collect_garbage(
             store.update_manifest(manifest.run_id, _mark(now))
             log.info("run %s is no longer wanted; kept for %.0fs", manifest.run_id, grace)
         unwanted.append(Unwanted(manifest.run_id, frozenset(models), since))
-        since_of[manifest.run_id] = since
         owners[manifest.run_id] = (ours[-1].target, f"{ours[-1].model} v{ours[-1].version}")
     plan = plan_retention(unwanted, now=now, grace=grace, keep_previous=keep_previous)
     removed = []
@@ -92,8 +90,9 @@ def collect_garbage(
         target, owner = owners[run_id]
         log.warning("removed run %s (%s: %s): no target wants it", run_id, target, owner)
         removed.append(Removal(run_id, target, owner))
+    unwanted_at = {item.run_id: item.since for item in unwanted}
     kept = [
-        Kept(run_id, *owners[run_id], since_of[run_id], until)
+        Kept(run_id, *owners[run_id], unwanted_at[run_id], until)
         for run_id, until in plan.kept.items()
     ]
     return removed, kept

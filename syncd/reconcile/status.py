@@ -403,9 +403,11 @@ def _store_unreachable(
     """Why a wanted serving folder cannot be had because the artifact store cannot be
     reached (its model_context.json or its binaries), or None. A folder in place is not
     held against readiness: the endpoint can load it whatever S3 does."""
-    for target, model in sorted(unreachable):
+    first = min(unreachable, default=None)
+    if first is not None:
+        target, model = first
         return f"cannot reach the artifact store (S3) for {target}/{model}: " + (
-            model_errors.get((target, model), "")
+            model_errors.get(first, "")
         )
     for folder in folders.values():
         # Kept while a retry runs, so the probe does not flap between attempts.
