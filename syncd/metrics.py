@@ -65,6 +65,18 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.shared_files = Counter(
+            "syncd_reused_across_runs_files",
+            "Files another run's folder held by strong identity: linked or copied, not downloaded.",
+            ["target"],
+            registry=r,
+        )
+        self.shared_bytes = Counter(
+            "syncd_reused_across_runs_bytes",
+            "Bytes not downloaded because another run's folder held the same file.",
+            ["target"],
+            registry=r,
+        )
         self.request_retries = Counter(
             "syncd_request_retries",
             "Requests retried after a transient error.",
@@ -237,6 +249,8 @@ class Metrics:
         for counter in (
             self.downloaded_files,
             self.reused_files,
+            self.shared_files,
+            self.shared_bytes,
             self.unverified_files,
             self.deep_verify_problems,
             self.heal_incidents,

@@ -143,7 +143,8 @@ async def _sync_locked(
         checks = sorted({entry.verified_by for entry in outcome.manifest.files})
         print(
             f"{folder}: {len(outcome.manifest.files)} files in place "
-            f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept; "
+            f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept"
+            f"{outcome.reused_said}; "
             f"verified by {', '.join(checks)})",
             file=sys.stderr,
         )

@@ -94,6 +94,7 @@ async def _fetch_all(
             print(
                 f"{dest}: {len(outcome.manifest.files)} files of {uri} in place "
                 f"({outcome.downloaded_files} downloaded, {outcome.reused_files} kept"
+                f"{outcome.reused_said}"
                 + (f", {len(removed)} of another version removed" if removed else "")
                 + f"; verified by {', '.join(checks)})",
                 file=sys.stderr,

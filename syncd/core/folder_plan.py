@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject, Span, differences
+from syncd.core.reuse import Reusable
 
 __all__ = [
     "FolderPlan",
@@ -59,6 +60,7 @@ class FolderPlan:
     patch: Mapping[str, Patch] = field(default_factory=dict)
     fetch: tuple[RemoteObject, ...] = ()
     heal: Mapping[str, str] = field(default_factory=dict)  # damaged path -> reason
+    shared: Mapping[str, Reusable] = field(default_factory=dict)  # from another run's folder
 
     @property
     def fetch_bytes(self) -> int:

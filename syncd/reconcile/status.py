@@ -274,17 +274,18 @@ class StatusBoard:
                 "info",
                 key.target,
                 f"{name} in place: {outcome.downloaded_bytes / 1e6:.1f} MB downloaded "
-                f"({files_said(whole, outcome.patched_files)})",
+                f"({files_said(whole, outcome.patched_files)}{outcome.reused_said})",
             )
         if outcome.result == "synced":
             log.info(
-                "%s: %s v%s run %s in place: %d bytes downloaded (%s), %d file(s) kept, %.1fs",
+                "%s: %s v%s run %s in place: %d bytes downloaded (%s%s), %d file(s) kept, %.1fs",
                 key.target,
                 wanted.model,
                 wanted.ref.version,
                 key.run_id,
                 outcome.downloaded_bytes,
                 files_said(whole, outcome.patched_files),
+                outcome.reused_said,
                 outcome.reused_files,
                 outcome.seconds,
             )

@@ -7,10 +7,9 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from syncd import __version__
 from syncd.core.completion import all_or_first_error, to_completion
@@ -25,7 +24,8 @@ from syncd.core.folder_plan import (
     worth_range_check,
 )
 from syncd.core.ids import safe_relative_path
-from syncd.core.manifest import FileEntry, Manifest, RemoteObject, Span, WantedBy
+from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy
+from syncd.core.reuse import reused_from
 from syncd.errors import (
     ChecksumMismatchError,
     SourceMissingError,
@@ -33,10 +33,13 @@ from syncd.errors import (
     quoted,
 )
 from syncd.local.resume import ResumeState
+from syncd.local.shared import Inode, inodes_of, spread_repair
 from syncd.local.staging import discard_build, local_failure, prepare_staging, publish_build
 from syncd.local.store import LocalStore
-from syncd.local.verify import RateLimiter, damaged_spans, verify_manifest
 from syncd.metrics import Metrics
+from syncd.reconcile.outcome import SyncOutcome, SyncProgress
+from syncd.reconcile.recorded import RecordedDamage, damaged_spans_or_none, recorded_damage
+from syncd.reconcile.reuse import find_on_disk, take_in
 from syncd.remote.registry import DesiredModel
 from syncd.remote.s3 import S3Location
 from syncd.remote.source import Location, Sources
@@ -58,39 +61,6 @@ _LOCAL_ERRNOS = {
     errno.EMFILE,
     errno.ENFILE,
 }
-
-
-@dataclass
-class SyncProgress:
-    """Live counters of one sync, read by the progress bar and the status page."""
-
-    total_bytes: int = 0
-    done_bytes: int = 0
-    total_files: int = 0
-    done_files: int = 0
-    started: float = field(default_factory=time.monotonic)
-    listeners: list[Callable[[int], None]] = field(default_factory=list)
-
-    def add(self, count: int) -> None:
-        self.done_bytes += count
-        for listener in self.listeners:
-            listener(count)
-
-
-@dataclass(frozen=True)
-class SyncOutcome:
-    """What ensure() did for one run folder."""
-
-    result: Literal["noop", "synced"]
-    run_id: str
-    downloaded_files: int
-    downloaded_bytes: int
-    reused_files: int
-    manifest: Manifest
-    # paths of a folder synced before that were rebuilt, and why (missing_file, size, ...)
-    healed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0  # wall time of the whole ensure(), set by the caller that timed it
-    patched_files: int = 0  # of downloaded_files, those repaired range by range (not whole)
 
 
 def check_listing(listing: list[RemoteObject]) -> None:
@@ -132,7 +102,7 @@ class Syncer:
         progress = progress or SyncProgress()
         # Damage a verify recorded in the root (on any host) is repaired like deep verify's;
         # a record that cannot be read fails closed: the whole folder is verified instead.
-        recorded = await asyncio.to_thread(_recorded_damage, store, desired.run_id)
+        recorded = await asyncio.to_thread(recorded_damage, store, desired.run_id)
         distrust = merge_suspicion(distrust or {}, recorded.found)
         location = self._sources.locate(desired.source_uri)
         listing = await self._sources.list_objects(location)
@@ -205,14 +175,17 @@ class Syncer:
         for path in worth_range_check(manifest, local):
             if path not in suspicion:
                 suspicion[path] = await asyncio.to_thread(
-                    _damaged_spans_or_none, folder / path, entries[path]
+                    damaged_spans_or_none, folder / path, entries[path]
                 )
         return plan_folder(manifest, listing, local, suspicion)
 
     async def _carry_out(self, build: _Build, progress: SyncProgress) -> SyncOutcome:
-        plan, store, run_id = build.plan, build.store, build.desired.run_id
-        progress.total_files = len(plan.fetch) + len(plan.patch)
-        progress.total_bytes = plan.fetch_bytes
+        store, run_id = build.store, build.desired.run_id
+        plan = await find_on_disk(store, run_id, build.location, build.plan, self._downloader)
+        build = replace(build, plan=plan)
+        # Inodes other folders may share, taken before the swap replaces them.
+        damaged = await asyncio.to_thread(inodes_of, store, run_id, sorted(plan.heal))
+        _count_totals(plan, progress)
         copies = sum(patch.entry.size for patch in plan.patch.values())
         await asyncio.to_thread(store.check_space, progress.total_bytes + copies)
         _announce(build, progress)
@@ -222,7 +195,9 @@ class Syncer:
         published = interrupted = False
         try:
             build = await _staged(build, staging, progress)
+            build = replace(build, plan=await take_in(store, staging, build.plan))
             plan = build.plan
+            _count_totals(plan, progress)
             entries = await self._transfer(build, staging, resume, progress)
             new_manifest = Manifest(
                 run_id=run_id,
@@ -256,22 +231,28 @@ class Syncer:
                 # A failed build is not trusted: start clean next time. Shielded from
                 # cancellation so it always completes.
                 await to_completion(asyncio.to_thread(discard_build, store, staging, resume))
+        await self._spread(store, new_manifest, damaged)
         self._account(build, new_manifest)
-        return SyncOutcome(
-            "synced",
-            run_id,
-            len(plan.fetch) + len(plan.patch),
-            progress.total_bytes,
-            len(plan.reuse),
-            new_manifest,
-            patched_files=len(plan.patch),
-        )
+        return _outcome(plan, progress, new_manifest)
+
+    async def _spread(
+        self, store: LocalStore, manifest: Manifest, damaged: dict[str, Inode]
+    ) -> None:
+        """A repaired file other folders shared is repaired in them too (best effort: the
+        sync itself is done; what is left, a heal of that folder finds)."""
+        try:
+            await to_completion(asyncio.to_thread(spread_repair, store, manifest, damaged))
+        except OSError as exc:
+            log.warning(
+                "run %s: could not repair the folders sharing its files: %s", manifest.run_id, exc
+            )
 
     async def _transfer(
         self, build: _Build, staging: Path, resume: ResumeState, progress: SyncProgress
     ) -> dict[str, FileEntry]:
         """Fetch and patch what the plan says, all at once under the downloader's limits."""
         entries = dict(build.plan.reuse)
+        entries.update({path: item.entry for path, item in build.plan.shared.items()})
 
         async def settle(path: str, entry: FileEntry) -> None:
             if entry.mtime_ns is None:  # the engine records it as it closes the file
@@ -319,6 +300,9 @@ class Syncer:
         plan, target = build.plan, build.target
         self._metrics.downloaded_files.labels(target=target).inc(len(plan.fetch) + len(plan.patch))
         self._metrics.reused_files.labels(target=target).inc(len(plan.reuse))
+        self._metrics.shared_files.labels(target=target).inc(len(plan.shared))
+        shared_bytes = sum(item.obj.size for item in plan.shared.values())
+        self._metrics.shared_bytes.labels(target=target).inc(shared_bytes)
         unverified = [entry for entry in manifest.unverified if entry.path not in plan.reuse]
         if unverified:
             self._metrics.unverified_files.labels(target=target).inc(len(unverified))
@@ -345,9 +329,31 @@ class _Build:
     plan: FolderPlan
 
 
+def _outcome(plan: FolderPlan, progress: SyncProgress, manifest: Manifest) -> SyncOutcome:
+    shared = plan.shared.values()
+    return SyncOutcome(
+        "synced",
+        manifest.run_id,
+        len(plan.fetch) + len(plan.patch),
+        progress.total_bytes,
+        len(plan.reuse),
+        manifest,
+        patched_files=len(plan.patch),
+        shared_files=len(plan.shared),
+        shared_bytes=sum(item.obj.size for item in shared),
+        shared_from=tuple(sorted({item.source.run_id for item in shared})),
+    )
+
+
+def _count_totals(plan: FolderPlan, progress: SyncProgress) -> None:
+    progress.total_files = len(plan.fetch) + len(plan.patch)
+    progress.total_bytes = plan.fetch_bytes
+
+
 def _announce(build: _Build, progress: SyncProgress) -> None:
+    shared = reused_from(build.plan.shared)
     log.info(
-        "%s: syncing %s v%s run %s from %s: %d bytes to download (%s), %d file(s) kept",
+        "%s: syncing %s v%s run %s from %s: %d bytes to download (%s), %d file(s) kept%s",
         build.target,
         build.desired.model,
         build.desired.ref.version,
@@ -356,6 +362,7 @@ def _announce(build: _Build, progress: SyncProgress) -> None:
         progress.total_bytes,
         files_said(len(build.plan.fetch), len(build.plan.patch)),
         len(build.plan.reuse),
+        f", {shared}" if shared else "",
     )
 
 
@@ -400,41 +407,6 @@ def _healed(path: str, reason: str, plan: FolderPlan) -> str:
     return (
         f"{path} ({reason}, {patch.damaged_bytes} bytes in {len(patch.spans)} range(s) refetched)"
     )
-
-
-def _recorded_damage(store: LocalStore, run_id: str) -> RecordedDamage:
-    """What the root's damage record names; for an unreadable record, what a verify of the
-    whole published folder finds, and the record is then cleared whole after the sync."""
-    recorded = store.damage.read(run_id)
-    if recorded is not None:
-        return RecordedDamage(recorded, bool(recorded) or store.damage.has(run_id))
-    manifest = store.read_manifest(run_id)
-    found: dict[str, tuple[Span, ...] | None] = {}
-    if manifest is not None:
-        for problem in verify_manifest(store.run_dir(run_id), manifest, RateLimiter(None)):
-            found[problem.path] = problem.spans or None
-    return RecordedDamage(found, True, whole_run=True)
-
-
-@dataclass(frozen=True)
-class RecordedDamage:
-    """Damage the root records against a run, and whether a record is there to clear."""
-
-    found: Suspicion
-    exists: bool
-    whole_run: bool = False  # the record was unreadable: cleared whole once repaired
-
-    def clear(self, store: LocalStore, run_id: str) -> None:
-        if self.exists:
-            store.damage.clear(run_id, None if self.whole_run else self.found)
-
-
-def _damaged_spans_or_none(path: Path, entry: FileEntry) -> tuple[Span, ...] | None:
-    """Which recorded ranges of a touched file changed; None (fetch it whole) if unreadable."""
-    try:
-        return damaged_spans(path, entry, RateLimiter(None))
-    except OSError:
-        return None
 
 
 def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy, ...]:

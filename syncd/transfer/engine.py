@@ -208,7 +208,7 @@ class Downloader:
         """A large object in parallel ranged GETs pinned to its ETag, into one file."""
         location, obj, progress = transfer.location, transfer.obj, transfer.progress
         assert isinstance(location, S3Location)
-        facts = await self._object_facts(location, obj)
+        facts = await self.object_facts(location, obj)
         check = choose_check(facts, self._settings.verify)
         ranges = plan_ranges(
             facts.size,
@@ -352,7 +352,7 @@ class Downloader:
         self.direct_files += writer.direct
         return writer
 
-    async def _object_facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
+    async def object_facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
         """HEAD the object (and its first part, for a multipart upload's part layout)."""
         store = self._store
         facts = await self._retry.run(f"HEAD {location.uri}", lambda: store.head(location))

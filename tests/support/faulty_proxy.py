@@ -42,6 +42,7 @@ class Faults:
     # object GETs by how they were signed and what they asked for: "presigned" (signature in
     # the query), "header" (Authorization header), and "checksum-mode" (x-amz-checksum-mode)
     get_kinds: Counter[str] = field(default_factory=Counter)
+    body_bytes: Counter[str] = field(default_factory=Counter)  # object GET bytes sent, by path
 
     def take(self, table: dict[str, int], path: str) -> bool:
         for needle, remaining in table.items():
@@ -62,14 +63,19 @@ class Faults:
         self.ranges.clear()
         self.get_kinds.clear()
         self.requests.clear()
+        self.body_bytes.clear()
 
 
 class FaultyS3Proxy:
     """Forwards everything to `upstream`; applies `faults` to object GETs. With `tls` (a
-    certificate and its key) it serves HTTPS, as real S3 does."""
+    certificate and its key) it serves HTTPS, as real S3 does. `keep_host`: the client's Host
+    header goes upstream as sent, for servers that check signatures (moto does not)."""
 
-    def __init__(self, upstream: str, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, upstream: str, tls: tuple[Path, Path] | None = None, *, keep_host: bool = False
+    ) -> None:
         self.upstream = upstream.rstrip("/")
+        self._keep_host = keep_host
         self.port = free_port()
         self._tls: ssl.SSLContext | None = None
         if tls is not None:
@@ -108,6 +114,8 @@ class FaultyS3Proxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        if self._keep_host and request.host:
+            headers["Host"] = request.host
         body = await request.read()
         path = request.path
         is_object_get = (
@@ -158,6 +166,7 @@ class FaultyS3Proxy:
             await response.write_eof()
             return response
         if is_object_get and status in (200, 206) and payload:
+            self.faults.body_bytes[path] += len(payload)
             if self.faults.take(self.faults.corrupt, path):
                 flipped = bytearray(payload)
                 flipped[len(flipped) // 2] ^= 0xFF
