@@ -293,6 +293,10 @@ class MlflowSettings(_Strict):
     # so it fails fast instead of MLflow's default minutes of retries.
     timeout: Seconds = 30.0
     max_retries: int = Field(default=2, ge=0, le=20)
+    # auto: syncd's own REST reads (no `import mlflow`: ~0.7 s off a one-shot start) unless an
+    # MLflow auth or request-header plugin is installed or MLFLOW_TRACKING_AUTH is set, which
+    # only MLflow's client applies; rest / mlflow: that one always.
+    client: Literal["auto", "rest", "mlflow"] = "auto"
 
     @field_validator("tracking_uri")
     @classmethod

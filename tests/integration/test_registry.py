@@ -17,6 +17,13 @@ from tests.support.models import publish, publish_without_context, unique_name
 from tests.support.runtime import make_settings
 
 
+@pytest.fixture(autouse=True, params=["rest", "mlflow"])
+def registry_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every rule holds through syncd's REST reads and through MLflow's own client."""
+    monkeypatch.setenv("SYNCD_MLFLOW__CLIENT", request.param)
+    return str(request.param)
+
+
 async def wanted_now(runtime: Runtime, settings: TargetSettings) -> DesiredState:
     """A target's desired state from a fresh listing, as one poll takes it."""
     registry = runtime.registry
