@@ -11,6 +11,7 @@ import pytest
 
 from syncd.app.embedded import MlflowServer, MotoServer
 from tests.support.disk import mounted_small_disk
+from tests.support.fake_domino import FakeDomino
 from tests.support.faulty_proxy import FaultyS3Proxy
 from tests.support.tls import self_signed
 
@@ -145,3 +146,12 @@ def https_faults(https_proxy: FaultyS3Proxy) -> Iterator[FaultyS3Proxy]:
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 48 MiB tmpfs to fill (root only; skipped elsewhere with the reason)."""
     yield from mounted_small_disk(tmp_path)
+
+
+@pytest.fixture
+def domino() -> Iterator[FakeDomino]:
+    """The Domino API, faked in the shapes its own clients show (tests/support/fake_domino.py)."""
+    fake = FakeDomino()
+    fake.start()
+    yield fake
+    fake.stop()

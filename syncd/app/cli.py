@@ -17,12 +17,12 @@ from typing import Any
 
 from syncd.app.arguments import EXIT_CONFIG, parser
 from syncd.app.logs import configure_logging
+from syncd.core.desired import DesiredModel
 from syncd.core.ids import is_run_id
 from syncd.errors import ConfigError, LocalStoreError, SyncdError, UsageError
 from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.reconcile.syncer import Syncer, SyncProgress
-from syncd.remote.registry import DesiredModel
 from syncd.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["main"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from syncd.core.desired import Registry
 from syncd.errors import ConfigError, describe_os_error
 from syncd.metrics import Metrics
 from syncd.reconcile.syncer import Syncer
@@ -100,10 +101,10 @@ class Runtime:
     sources: Sources
     downloader: Downloader
     syncer: Syncer
-    _registry: MlflowRegistry | None = None
+    _registry: Registry | None = None
 
     @property
-    def registry(self) -> MlflowRegistry:
+    def registry(self) -> Registry:
         """Created on first use: importing MLflow's client costs about a second."""
         if self._registry is None:
             uri = require_registry(self.settings)

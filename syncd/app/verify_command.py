@@ -14,14 +14,13 @@ import sys
 import time
 from typing import Any
 
-from syncd.core.desired import ModelVersionRef
+from syncd.core.desired import DesiredModel, ModelVersionRef
 from syncd.core.folder_plan import Suspicion
 from syncd.core.manifest import Manifest, differences
 from syncd.errors import LocalStoreError, SyncdError
 from syncd.local.lock import RootLock, take_root
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, verify_manifest
-from syncd.remote.registry import DesiredModel
 from syncd.settings import Settings
 
 __all__ = ["run_verify"]

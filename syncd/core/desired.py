@@ -11,10 +11,24 @@ import difflib
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from syncd.core.resolution import Basis
+from syncd.core.resolved import ResolutionCache
+from syncd.errors import SyncdError
 from syncd.settings import TargetSettings
 
-__all__ = ["ModelVersionRef", "RegisteredModel", "Role", "is_pattern", "matches", "pointed"]
+__all__ = [
+    "DesiredModel",
+    "DesiredState",
+    "ModelVersionRef",
+    "RegisteredModel",
+    "Registry",
+    "Role",
+    "is_pattern",
+    "matches",
+    "pointed",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,59 @@ class ModelVersionRef:
 
 
 Role = str  # "serving" for the target's own alias or stage, "prefetch" for pre-staged ones
+
+
+@dataclass(frozen=True)
+class DesiredModel:
+    """A version resolved to the run folder that must exist."""
+
+    ref: ModelVersionRef
+    run_id: str
+    basis: Basis
+    source_uri: str
+    role: Role = "serving"
+
+    @property
+    def model(self) -> str:
+        return self.ref.model
+
+
+@dataclass
+class DesiredState:
+    """What a target wants, plus the models that could not be resolved (and why)."""
+
+    target: str
+    models: list[DesiredModel]
+    errors: dict[str, SyncdError]
+
+
+class Registry(Protocol):
+    """What the daemon, the triggers and the one-shot commands ask of a model registry.
+
+    `MlflowRegistry` (over MLflow's REST API or its client) is the one adapter today; another
+    registry (a Hugging Face revision, a W&B artifact) is one more class with these methods,
+    whose run ids name run folders (32 hex characters, checked before they name a path).
+    """
+
+    cache: ResolutionCache
+
+    async def list_models(self) -> list[RegisteredModel]: ...
+
+    async def get_model(self, name: str) -> RegisteredModel | None: ...
+
+    async def wanted(
+        self, target: TargetSettings, models: Iterable[RegisteredModel]
+    ) -> DesiredState: ...
+
+    async def version_ref(self, model: str, version: str) -> ModelVersionRef: ...
+
+    async def alias_ref(self, model: str, alias: str) -> ModelVersionRef: ...
+
+    async def stage_ref(self, model: str, stage: str) -> ModelVersionRef: ...
+
+    async def resolve(
+        self, ref: ModelVersionRef, artifact_path: str, role: Role = "serving"
+    ) -> DesiredModel: ...
 
 
 def is_pattern(name: str) -> bool:

@@ -96,7 +96,6 @@ class RangeWriter:
         self._buffered = threading.Lock()
         self._counting = threading.Lock()
         self.direct_bytes = 0  # what skipped the page cache (tests count it)
-        self.direct_read_bytes = 0
         self._read_buffer: mmap.mmap | None = None
 
     @property
@@ -159,7 +158,6 @@ class RangeWriter:
                     raise OSError(errno.EIO, f"short read at {position} while hashing")
                 hasher.update(view[:take])
                 position += take
-                self.direct_read_bytes += take
 
     def close(self) -> None:
         """Once every write has returned (the engine closes a file after its ranges)."""

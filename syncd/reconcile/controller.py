@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import replace
 
+from syncd.core.desired import DesiredModel
 from syncd.core.manifest import WantedBy
 from syncd.errors import SyncdError, is_terminal, is_unreachable
 from syncd.local.store import LocalStore
@@ -25,7 +26,6 @@ from syncd.reconcile.queue import Key, WorkQueue
 from syncd.reconcile.roots import Roots
 from syncd.reconcile.status import StatusBoard
 from syncd.reconcile.syncer import Syncer, SyncOutcome, SyncProgress
-from syncd.remote.registry import DesiredModel
 from syncd.settings import TargetSettings
 
 __all__ = ["Controller", "in_place"]

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from syncd.core.desired import Registry
 from syncd.errors import cut
 from syncd.local.store import LocalStore
 from syncd.local.watch import RootWatcher
@@ -25,7 +26,6 @@ from syncd.reconcile.roots import Roots
 from syncd.reconcile.status import Event, FolderStatus, Readiness, StatusBoard
 from syncd.reconcile.syncer import Syncer
 from syncd.reconcile.triggers import Triggers, every
-from syncd.remote.registry import MlflowRegistry
 from syncd.settings import Settings, TargetSettings
 
 __all__ = ["Daemon", "Event", "FolderStatus", "Key", "WorkQueue"]
@@ -41,7 +41,7 @@ class Daemon:
     def __init__(
         self,
         settings: Settings,
-        registry: MlflowRegistry,
+        registry: Registry,
         syncer: Syncer,
         metrics: Metrics,
     ) -> None:

@@ -8,10 +8,10 @@ import asyncio
 import time
 from dataclasses import replace
 
+from syncd.core.desired import DesiredModel
 from syncd.core.manifest import HookRecord, HookRun, Manifest, last_move
 from syncd.local.store import LocalStore
 from syncd.reconcile.hooks import HookEvent, HookResult, HookRunner
-from syncd.remote.registry import DesiredModel
 from syncd.settings import HookSettings
 
 __all__ = ["fire_once"]

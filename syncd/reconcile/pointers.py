@@ -7,9 +7,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from syncd.core.desired import RegisteredModel
+from syncd.core.desired import DesiredModel, DesiredState, RegisteredModel
 from syncd.reconcile.queue import Key
-from syncd.remote.registry import DesiredModel, DesiredState
 
 __all__ = ["Change", "Pointers"]
 

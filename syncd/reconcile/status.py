@@ -12,12 +12,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from syncd.core.desired import DesiredModel
 from syncd.core.folder_plan import files_said
 from syncd.metrics import Metrics
 from syncd.reconcile.hooks import HookResult
 from syncd.reconcile.queue import Key
 from syncd.reconcile.syncer import SyncOutcome, SyncProgress
-from syncd.remote.registry import DesiredModel
 
 __all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
 

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from syncd import __version__
 from syncd.core.completion import all_or_first_error, to_completion
+from syncd.core.desired import DesiredModel
 from syncd.core.folder_plan import (
     FolderPlan,
     Patch,
@@ -40,7 +41,6 @@ from syncd.metrics import Metrics
 from syncd.reconcile.outcome import SyncOutcome, SyncProgress
 from syncd.reconcile.recorded import RecordedDamage, damaged_spans_or_none, recorded_damage
 from syncd.reconcile.reuse import find_on_disk, take_in
-from syncd.remote.registry import DesiredModel
 from syncd.remote.s3 import S3Location
 from syncd.remote.source import Location, Sources
 from syncd.transfer.engine import Downloader

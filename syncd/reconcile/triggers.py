@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from syncd.core.desired import RegisteredModel, matches, missing_names
+from syncd.core.desired import DesiredState, RegisteredModel, Registry, matches, missing_names
 from syncd.errors import ResolutionError, SyncdError, describe_os_error
 from syncd.local.quarantine import prune_quarantine
 from syncd.local.verify import RateLimiter, verify_manifest
@@ -27,7 +27,6 @@ from syncd.reconcile.queue import Key
 from syncd.reconcile.retention import collect_garbage
 from syncd.reconcile.roots import Roots, RootState
 from syncd.reconcile.status import StatusBoard
-from syncd.remote.registry import DesiredState, MlflowRegistry
 from syncd.settings import Settings, TargetSettings
 
 __all__ = ["Triggers", "every", "guarded"]
@@ -63,7 +62,7 @@ class Triggers:
     def __init__(
         self,
         settings: Settings,
-        registry: MlflowRegistry,
+        registry: Registry,
         pointers: Pointers,
         controller: Controller,
         roots: Roots,

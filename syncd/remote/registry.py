@@ -11,11 +11,17 @@ import asyncio
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from syncd.core.desired import ModelVersionRef, RegisteredModel, Role, pointed
-from syncd.core.resolution import Basis, parse_model_context, resolve_parent_run
+from syncd.core.desired import (
+    DesiredModel,
+    DesiredState,
+    ModelVersionRef,
+    RegisteredModel,
+    Role,
+    pointed,
+)
+from syncd.core.resolution import parse_model_context, resolve_parent_run
 from syncd.core.resolved import Resolution, ResolutionCache
 from syncd.errors import (
     RegistryError,
@@ -27,6 +33,8 @@ from syncd.errors import (
 from syncd.remote.failure import describe_failure, host_of
 from syncd.settings import ResolutionSettings, TargetSettings
 
+# DesiredModel and DesiredState live in core.desired (every registry adapter makes them);
+# named here too for the callers that took them from this module.
 __all__ = [
     "DesiredModel",
     "DesiredState",
@@ -40,30 +48,6 @@ ContextReader = Callable[[str], Awaitable[bytes | None]]
 
 # New versions are resolved concurrently, but gently: the Experiment Manager is shared.
 _RESOLVE_CONCURRENCY = 8
-
-
-@dataclass(frozen=True)
-class DesiredModel:
-    """A version resolved to the run folder that must exist."""
-
-    ref: ModelVersionRef
-    run_id: str
-    basis: Basis
-    source_uri: str
-    role: Role = "serving"
-
-    @property
-    def model(self) -> str:
-        return self.ref.model
-
-
-@dataclass
-class DesiredState:
-    """What a target wants, plus the models that could not be resolved (and why)."""
-
-    target: str
-    models: list[DesiredModel]
-    errors: dict[str, SyncdError]
 
 
 def _is_not_found(exc: BaseException) -> bool:

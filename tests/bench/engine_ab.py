@@ -55,7 +55,7 @@ def upload_small(client: Any, count: int) -> None:
         list(pool.map(put, range(count)))
 
 
-def upload(client: object, work: Path, count: int) -> None:
+def upload(client: object, work: Path, count: int, run: str = RUN) -> None:
     parts = TransferConfig(
         multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=10
     )
@@ -64,7 +64,7 @@ def upload(client: object, work: Path, count: int) -> None:
         with source.open("wb") as handle:
             for _ in range(GiB // (64 << 20)):
                 handle.write(os.urandom(64 << 20))
-        key = f"runs/{RUN}/model/shard-{index}.bin"
+        key = f"runs/{run}/model/shard-{index}.bin"
         client.upload_file(str(source), "models", key, Config=parts)  # type: ignore[attr-defined]
         source.unlink()
 

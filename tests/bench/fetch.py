@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from syncd.app.runtime import open_runtime
+from syncd.core.desired import DesiredModel, ModelVersionRef
 from syncd.local.store import LocalStore
-from syncd.remote.registry import DesiredModel, ModelVersionRef
 from syncd.settings import load_settings
 
 

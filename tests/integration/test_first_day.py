@@ -13,7 +13,7 @@ from typing import Any
 
 from syncd.app.embedded import free_port
 from tests.support.cli import clean_env
-from tests.support.daemon import WAIT, get, scraped, write_config
+from tests.support.daemon import WAIT, get, scraped, wait_until, write_config
 from tests.support.models import publish, unique_name
 
 
@@ -65,7 +65,13 @@ def test_a_misspelled_model_and_an_unknown_variable_are_named(
         page = get(url + "/")[1]
         assert f"no registered model is named <code>{typo}</code>" in page
         assert f"did you mean <code>{name}</code>" in page
-        time.sleep(1.0)  # a few more polls: the warning is not repeated
+        # three more polls (counted by the process itself): the warning is not repeated
+        polls = 'syncd_registry_polls_total{result="success",target="prod"}'
+        before = scraped(get(url + "/metrics")[1], polls) or 0.0
+        wait_until(
+            lambda: (scraped(get(url + "/metrics")[1], polls) or 0.0) >= before + 3,
+            "three more polls",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=WAIT)

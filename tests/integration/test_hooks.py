@@ -8,28 +8,17 @@ import hashlib
 import hmac
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.cli import clean_env, sync_command
-from tests.support.daemon import WAIT, eventually, running, sample
+from tests.support.daemon import WAIT, eventually, more_passes, running, sample
 from tests.support.fake_domino import FakeDomino
 from tests.support.layout import manifest_of
 from tests.support.models import publish, unique_name
 from tests.support.runtime import make_settings
 
 SECRET = "hook-secret"
-
-
-@pytest.fixture
-def domino() -> Iterator[FakeDomino]:
-    fake = FakeDomino()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def hooks(domino: FakeDomino, model: str, out: Path, **restart: Any) -> list[dict[str, Any]]:
@@ -157,13 +146,13 @@ async def test_heal_restart_and_unmapped_models_fire_what_they_should(
             ),
             "the heal",
         )
-        await asyncio.sleep(0.5)
+        await more_passes(daemon)
         assert len(domino.state.requests) == requests
         assert hook_count(daemon, "command") == 2
     # A daemon restart with everything in place fires nothing either.
     async with running(settings) as (daemon, _):
         await asyncio.wait_for(daemon.ready.wait(), WAIT)
-        await asyncio.sleep(0.5)
+        await more_passes(daemon)
         assert hook_count(daemon, "command") == 0
         assert len(domino.state.requests) == requests
     assert len(out.read_text().splitlines()) == 2
@@ -255,10 +244,7 @@ async def test_a_rollback_to_a_kept_version_restarts_once_more_and_a_heal_keeps_
         daemon.wake()
         await eventually(lambda: hook_count(daemon, "domino_restart") == 3, "the rollback's")
         assert sample(daemon.metrics, "syncd_downloaded_files_total", target="prod") == downloaded
-        await asyncio.sleep(0.5)
-        daemon.wake()  # another poll, a sweep: the same move fires nothing more
-        await daemon.sweep()
-        await asyncio.sleep(0.5)
+        await more_passes(daemon)  # more polls and sweeps: the same move fires nothing more
         assert hook_count(daemon, "domino_restart") == 3
     assert len(domino.calls("/startModelDeployment")) == 3
     lines = out.read_text().splitlines()
@@ -266,7 +252,7 @@ async def test_a_rollback_to_a_kept_version_restarts_once_more_and_a_heal_keeps_
     # A daemon restart over the same root fires nothing: the newest move is already v1's.
     async with running(settings) as (daemon, _):
         await asyncio.wait_for(daemon.ready.wait(), WAIT)
-        await asyncio.sleep(0.5)
+        await more_passes(daemon)
         assert hook_count(daemon, "domino_restart") == 0
     assert len(domino.calls("/startModelDeployment")) == 3
 

@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 
 from syncd.app.runtime import Runtime, open_runtime
+from syncd.core.desired import DesiredState
 from syncd.errors import RegistryError, ResolutionError
-from syncd.remote.registry import DesiredState
 from syncd.settings import TargetSettings
 from tests.support.models import publish, publish_without_context, unique_name
 from tests.support.runtime import make_settings

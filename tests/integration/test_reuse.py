@@ -22,9 +22,9 @@ from mlflow import MlflowClient
 from syncd.app.demo import write_sample_model
 from syncd.app.embedded import free_port
 from syncd.app.runtime import open_runtime
+from syncd.core.desired import DesiredModel, ModelVersionRef
 from syncd.local.store import LocalStore
 from syncd.publish import PublishedModel, publish_model
-from syncd.remote.registry import DesiredModel, ModelVersionRef
 from syncd.settings import load_settings
 from tests.integration.test_heal import heal_settings
 from tests.integration.test_range_repair import flip, sync

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import BUCKET
 from tests.integration.test_heal import heal_settings
-from tests.support.daemon import WAIT, eventually, fetch, running
+from tests.support.daemon import WAIT, eventually, fetch, more_passes, running
 from tests.support.models import publish, unique_name
 
 
@@ -39,7 +39,7 @@ async def test_a_source_gone_from_s3_is_terminal_and_logged_once(
             await eventually(
                 lambda: any("failed" in r.getMessage() for r in caplog.records), "the failure"
             )
-            await asyncio.sleep(1.5)  # ~15 polls and sweeps
+            await more_passes(daemon)
             failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
             assert len(failures) == 1, failures
             assert "not retried until the pointer moves or SIGHUP" in failures[0]
@@ -50,5 +50,5 @@ async def test_a_source_gone_from_s3_is_terminal_and_logged_once(
             await eventually(
                 lambda: sum("failed" in r.getMessage() for r in caplog.records) == 2, "retried"
             )
-            await asyncio.sleep(1.0)
+            await more_passes(daemon)
             assert sum("failed" in r.getMessage() for r in caplog.records) == 2

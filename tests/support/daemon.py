@@ -32,6 +32,16 @@ async def eventually(check: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def more_passes(daemon: Daemon, count: int = 3) -> None:
+    """`count` more registry polls and sweeps, each waited for until nothing is left queued,
+    syncing or firing hooks: what a "nothing more happened" check waits on instead of a fixed
+    sleep (driven here, so it holds whatever the poll interval)."""
+    for _ in range(count):
+        await daemon.poll_once()
+        await daemon.sweep()
+        await daemon.idle()
+
+
 def wait_until(check: Callable[[], bool], what: str, limit: float = WAIT) -> None:
     deadline = time.monotonic() + limit
     while not check():

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,15 +12,6 @@ from syncd.reconcile.hooks import HookEvent, HookRunner
 from syncd.remote.domino import Deployment, parse_deployment
 from syncd.settings import DominoSettings, HookSettings
 from tests.support.fake_domino import FakeDomino
-
-
-@pytest.fixture
-def domino() -> Iterator[FakeDomino]:
-    fake = FakeDomino()
-    fake.start()
-    yield fake
-    fake.stop()
-
 
 EVENT = HookEvent("prod", "llm", "3", "alias production", "a" * 32, "/x", 1, 1, 0.1, {})
 

@@ -15,6 +15,7 @@ from syncd.errors import ChecksumMismatchError, ObjectChangedError, RetriesExcee
 from syncd.remote.s3 import S3Location
 from syncd.settings import S3Settings
 from syncd.transfer.engine import Downloader
+from tests.support.daemon import eventually
 from tests.support.fake_store import FakeObjectStore
 
 MiB = 1 << 20
@@ -120,8 +121,11 @@ async def test_cancellation_at_any_await_leaks_no_descriptor(
         await task
     except asyncio.CancelledError:
         pass
-    await asyncio.sleep(0.2)  # the worker threads finish what they had started
-    assert not [path for path in open_files() if path.startswith(str(tmp_path))]
+    # The worker threads finish what they had started, then close it: never a leak.
+    await eventually(
+        lambda: not [path for path in open_files() if path.startswith(str(tmp_path))],
+        "every descriptor of the download closed",
+    )
 
 
 def open_files() -> list[str]:

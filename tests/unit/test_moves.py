@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from syncd.core.desired import ModelVersionRef
+from syncd.core.desired import DesiredModel, ModelVersionRef
 from syncd.core.manifest import FileEntry, Manifest
 from syncd.local.store import LocalStore
 from syncd.reconcile.hooks import HookEvent, HookResult, HookRunner
 from syncd.reconcile.moves import fire_once
-from syncd.remote.registry import DesiredModel
 from syncd.settings import DominoSettings, HookSettings
 
 RUN = "c" * 32

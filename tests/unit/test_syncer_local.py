@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from syncd.core.desired import ModelVersionRef
+from syncd.core.desired import DesiredModel, ModelVersionRef
 from syncd.errors import SourceMissingError, is_terminal
 from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
 from syncd.reconcile.syncer import Syncer
-from syncd.remote.registry import DesiredModel
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.source import Sources
 from syncd.settings import S3Settings
