@@ -163,7 +163,9 @@ class RetriesExceededError(TransferError):
 
 
 class HookError(SyncdError):
-    """An after-sync hook failed in a way no retry cures (a 4xx, a missing program)."""
+    """An after-sync hook failed: final as raised (a 4xx, a missing program), but for
+    `remote.domino.DominoBusyError`, which a later attempt may cure and is retried where the
+    hook calls Domino (`reconcile/hooks/retry.py`)."""
 
 
 class LocalStoreError(SyncdError):
