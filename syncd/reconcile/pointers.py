@@ -31,6 +31,9 @@ class Pointers:
         self._wanted: dict[Key, DesiredModel] = {}
         self._moved: dict[Key, float] = {}  # key -> when its serving pointer moved there
         self._last_poll: float | None = None
+        # (target, model) that failed to resolve at its last reading: what it wants is not
+        # known, so retention keeps every folder of the model meanwhile.
+        self._failing: set[tuple[str, str]] = set()
 
     def __contains__(self, key: object) -> bool:
         return key in self._wanted
@@ -50,6 +53,10 @@ class Pointers:
     def of(self, targets: list[str]) -> set[str]:
         """The run ids these targets want."""
         return {key.run_id for key in self._wanted if key.target in targets}
+
+    def failing(self, targets: list[str]) -> set[str]:
+        """Models of these targets whose pointer could not be resolved at the last reading."""
+        return {model for target, model in self._failing if target in targets}
 
     def moved_at(self, key: Key) -> float | None:
         return self._moved.get(key)
@@ -73,6 +80,11 @@ class Pointers:
         A model that failed to resolve this time keeps what it wanted before.
         """
         change = Change()
+        self._failing = {
+            (t, m)
+            for t, m in self._failing
+            if t != target or (scope is not None and m not in scope)
+        } | {(target, model) for model in state.errors}
         wanted = {Key(target, d.run_id): d for d in state.models}
         for key in [k for k in self._wanted if k.target == target]:
             model = self._wanted[key].model

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +16,8 @@ from syncd.core.folder_plan import files_said
 from syncd.metrics import Metrics
 from syncd.reconcile.hooks import HookResult
 from syncd.reconcile.queue import Key
+from syncd.reconcile.readiness import Readiness, readiness
+from syncd.reconcile.registry_health import RegistryHealth
 from syncd.reconcile.syncer import SyncOutcome, SyncProgress
 
 __all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
@@ -90,102 +91,37 @@ class Event:
         return {"at": self.at, "level": self.level, "target": self.target, "message": self.message}
 
 
-@dataclass(frozen=True)
-class Readiness:
-    """The answer of /readyz and the page's banner."""
-
-    ready: bool
-    state: Literal[
-        "starting",
-        "synced",
-        "syncing",
-        "standby",
-        "registry_unreachable",
-        "storage_unreachable",
-        "nothing_matches",
-    ]
-    detail: str
-
-
 class StatusBoard:
     """Folder states, per-target and per-model errors, events; metrics follow from them."""
 
     def __init__(self, metrics: Metrics, targets: list[str]) -> None:
         self.metrics = metrics
         self.folders: dict[Key, FolderStatus] = {}
-        self.target_errors: dict[str, str | None] = {name: None for name in targets}
-        self.target_error_since: dict[str, float] = {}
-        self.model_errors: dict[tuple[str, str], str] = {}
-        # The subset of model_errors where the artifact store could not be reached at all.
-        self.store_unreachable: set[tuple[str, str]] = set()
         # (target, "model_id/version_id") -> why: Domino endpoints syncd stopped and could not
         # start again; cleared by a later restart of the same endpoint that succeeds.
         self.left_stopped: dict[tuple[str, str], str] = {}
-        # target -> {name in `models` no registered model has: the closest registered name}
-        self.missing: dict[str, dict[str, str | None]] = {name: {} for name in targets}
         self.events: deque[Event] = deque(maxlen=50)
+        self.registry = RegistryHealth(metrics, targets, self.event)
+
+    # What the registry said, for the status page (the triggers write it through `registry`).
+    @property
+    def target_errors(self) -> dict[str, str | None]:
+        return self.registry.target_errors
+
+    @property
+    def target_error_since(self) -> dict[str, float]:
+        return self.registry.target_error_since
+
+    @property
+    def model_errors(self) -> dict[tuple[str, str], str]:
+        return self.registry.model_errors
+
+    @property
+    def missing(self) -> dict[str, dict[str, str | None]]:
+        return self.registry.missing
 
     def event(self, level: Level, target: str, message: str) -> None:
         self.events.appendleft(Event(time.time(), level, target, message))
-
-    # ---- the registry --------------------------------------------------------------------------
-
-    def poll_failed(self, target: str, error: str) -> None:
-        self.metrics.registry_polls.labels(target=target, result="error").inc()
-        if self.target_errors.get(target) != error:
-            self.event("error", target, f"registry poll failed: {error}")
-            log.warning("%s: registry poll failed: %s", target, error)
-        if self.target_errors.get(target) is None:
-            self.target_error_since[target] = time.time()
-        self.target_errors[target] = error
-
-    def poll_succeeded(self, target: str) -> None:
-        self.metrics.registry_polls.labels(target=target, result="success").inc()
-        if self.target_errors.get(target) is not None:
-            self.event("info", target, "registry reachable again")
-        self.target_errors[target] = None
-        self.target_error_since.pop(target, None)
-
-    def resolution_errors(
-        self,
-        target: str,
-        errors: dict[str, str],
-        scope: set[str] | None,
-        unreachable: Collection[str] = (),
-    ) -> None:
-        """Replace the errors of the models in `scope` (None: all of the target's models);
-        `unreachable`: those whose model_context.json could not be read, the store down."""
-        previous = dict(self.model_errors)
-        stale = [
-            k for k in self.model_errors if k[0] == target and (scope is None or k[1] in scope)
-        ]
-        for key in stale:
-            del self.model_errors[key]
-            self.store_unreachable.discard(key)
-        for model, error in errors.items():
-            self.model_errors[(target, model)] = error
-            if model in unreachable:
-                self.store_unreachable.add((target, model))
-            if previous.get((target, model)) != error:
-                log.error("%s: %s", target, error)
-                self.event("error", target, f"cannot resolve {model}: {error}")
-        count = sum(1 for name, _ in self.model_errors if name == target)
-        self.metrics.resolution_errors.labels(target=target).set(count)
-
-    def missing_models(self, target: str, missing: dict[str, str | None]) -> None:
-        """Names in a target's `models` that match no registered model: said when it changes."""
-        if missing != self.missing.get(target, {}):
-            if missing:
-                names = ", ".join(
-                    f"{name!r}" + (f" (did you mean {close!r}?)" if close else "")
-                    for name, close in sorted(missing.items())
-                )
-                log.warning("%s: no registered model is named %s", target, names)
-                self.event("warning", target, f"no registered model is named {names}")
-            else:
-                log.info("%s: every model name in the target is registered", target)
-        self.missing[target] = dict(missing)
-        self.metrics.missing_models.labels(target=target).set(len(missing))
 
     def desired_changed(self, desired: dict[Key, DesiredModel]) -> None:
         """Republish the desired-version gauges (serving pointers only)."""
@@ -360,61 +296,4 @@ class StatusBoard:
 
     def readiness(self, first_pass_done: bool) -> Readiness:
         """Ready once the first pass is done; says what it knows, not only yes or no."""
-        unreachable = {name: e for name, e in self.target_errors.items() if e is not None}
-        if unreachable:
-            name, error = sorted(unreachable.items())[0]
-            since = time.strftime(
-                "%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.target_error_since.get(name, 0))
-            )
-            return Readiness(
-                False,
-                "registry_unreachable",
-                f"could not reach the registry since {since} ({name}: {error})",
-            )
-        if not first_pass_done:
-            return Readiness(False, "starting", "first reconcile pass not finished")
-        store = _store_unreachable(self.store_unreachable, self.model_errors, self.folders)
-        if store is not None:
-            return Readiness(False, "storage_unreachable", store)
-        missing = sorted({name for names in self.missing.values() for name in names})
-        unknown = f"; not registered: {', '.join(missing)}" if missing else ""
-        serving = [f for f in self.folders.values() if f.role == "serving"]
-        if not serving:
-            return Readiness(
-                True, "nothing_matches", f"no model matches any target's pointer{unknown}"
-            )
-        synced = sum(1 for f in serving if f.state == "synced")
-        if synced == len(serving):
-            return Readiness(True, "synced", f"{synced} folder(s) in place{unknown}")
-        if all(f.state in ("synced", "standby") for f in serving):
-            # Another process writes these roots: this one is not stuck, it is waiting its turn.
-            return Readiness(
-                True,
-                "standby",
-                f"standby: another syncd writes the root; {len(serving)} folder(s) wanted{unknown}",
-            )
-        return Readiness(True, "syncing", f"{synced} of {len(serving)} folder(s) in place{unknown}")
-
-
-def _store_unreachable(
-    unreachable: set[tuple[str, str]],
-    model_errors: dict[tuple[str, str], str],
-    folders: dict[Key, FolderStatus],
-) -> str | None:
-    """Why a wanted serving folder cannot be had because the artifact store cannot be
-    reached (its model_context.json or its binaries), or None. A folder in place is not
-    held against readiness: the endpoint can load it whatever S3 does."""
-    first = min(unreachable, default=None)
-    if first is not None:
-        target, model = first
-        return f"cannot reach the artifact store (S3) for {target}/{model}: " + (
-            model_errors.get(first, "")
-        )
-    for folder in folders.values():
-        # Kept while a retry runs, so the probe does not flap between attempts.
-        if folder.role == "serving" and folder.state != "synced" and folder.unreachable:
-            return (
-                f"cannot reach the artifact store (S3) for {folder.target}/{folder.model}"
-                f" v{folder.version}: {folder.error}"
-            )
-    return None
+        return readiness(self.registry, self.folders, first_pass_done)

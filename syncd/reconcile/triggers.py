@@ -129,17 +129,17 @@ class Triggers:
             models = await self._registry.list_models()
         except SyncdError as exc:
             for name in self._targets:
-                self._status.poll_failed(name, str(exc))
+                self._status.registry.poll_failed(name, str(exc))
             return polled, changed
         for name, target in self._targets.items():
             try:
                 state = await self._registry.wanted(target, models)
             except SyncdError as exc:
-                self._status.poll_failed(name, str(exc))
+                self._status.registry.poll_failed(name, str(exc))
                 continue
-            self._status.poll_succeeded(name)
+            self._status.registry.poll_succeeded(name)
             registered = (m.name for m in models)
-            self._status.missing_models(name, missing_names(target.models, registered))
+            self._status.registry.missing_models(name, missing_names(target.models, registered))
             polled.add(name)
             changed += self._take(target, state, models, scope=None)
         return polled, changed
@@ -178,7 +178,7 @@ class Triggers:
             for model, error in state.errors.items()
             if isinstance(error, ResolutionError) and error.store_unreachable
         }
-        self._status.resolution_errors(target.name, errors, scope, unreachable)
+        self._status.registry.resolution_errors(target.name, errors, scope, unreachable)
         return self._controller.take(self._pointers.apply(target.name, state, models, scope))
 
     async def _after_poll(self, polled: set[str]) -> None:
@@ -197,13 +197,12 @@ class Triggers:
                 self._metrics.quarantine_bytes.labels(target=name).set(quarantined)
 
     async def _collect_garbage(self, rs: RootState) -> None:
-        failing = {m for (name, m) in self._status.model_errors if name in rs.targets}
         removals, rs.kept = await asyncio.to_thread(
             collect_garbage,
             rs.store,
             set(rs.targets),
             self._pointers.of(rs.targets),
-            failing,
+            self._pointers.failing(rs.targets),
             grace=self._settings.gc_grace,
             keep_previous=self._settings.keep_previous,
         )
