@@ -1,10 +1,12 @@
-"""Configuration: a YAML file plus SYNCD_* variables; the only module that reads the env."""
+"""Configuration: a YAML file plus SYNCD_* variables; the only module that reads the env.
+
+The schema is here; what MLflow's, AWS's, KServe's and Domino's own variables mean is
+`environment.py`; durations, sizes and `${VAR}` are `units.py`; a config's problems, each in
+one line, are `config_problems.py`."""
 
 from __future__ import annotations
 
 import os
-import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +24,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from syncd.config_problems import describe_validation, secret_variables, unknown_variables
+from syncd.environment import standard_environment
 from syncd.errors import ConfigError, cut, quoted
+from syncd.units import expand_variables, parse_duration, parse_size
 
 __all__ = [
     "DominoRestartHook",
@@ -38,47 +42,6 @@ __all__ = [
     "load_settings",
     "parse_duration",
 ]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?\s*$", re.IGNORECASE)
-_SIZE_FACTOR = {
-    "b": 1,
-    "k": 1024,
-    "kib": 1024,
-    "kb": 1000,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "mb": 1000**2,
-    "g": 1024**3,
-    "gib": 1024**3,
-    "gb": 1000**3,
-}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from `30`, `30s`, `5m`, `1.5h`, `250ms` or a timedelta."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h)")
-
-
-def parse_size(value: object) -> int:
-    """Bytes from `8388608`, `8MiB`, `64 KiB`, `1GiB`."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match:
-            return int(match.group(1)) * _SIZE_FACTOR[(match.group(2) or "b").lower()]
-    raise ValueError(f"not a size: {value!r} (use e.g. 8MiB, 64KiB)")
-
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
@@ -175,25 +138,6 @@ class DominoSettings(_Strict):
     user_api_key: SecretStr | None = None
     # For restarts of a Model API's active version (DOMINO_PROJECT_ID, set in every run).
     project_id: str | None = None
-
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_variables(text: str) -> str:
-    """`${NAME}` and `${NAME:-default}` replaced from the environment, as a shell would;
-    a variable that is unset (or empty) with no default is refused, never left literal."""
-
-    def value(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        found = os.environ.get(name)
-        if found:
-            return found
-        if default is not None:
-            return default
-        raise ValueError(f"names ${{{name}}}, which is not set (or write ${{{name}:-DEFAULT}})")
-
-    return _VARIABLE.sub(value, text)
 
 
 class TargetSettings(_Strict):
@@ -407,65 +351,6 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
-
-
-def _standard_environment(environ: dict[str, str]) -> dict[str, Any]:
-    """Values from the variables MLflow and the AWS SDKs define, used where config is silent."""
-    mlflow: dict[str, Any] = {}
-    for key, variable in (
-        ("tracking_uri", "MLFLOW_TRACKING_URI"),
-        ("token", "MLFLOW_TRACKING_TOKEN"),
-        ("username", "MLFLOW_TRACKING_USERNAME"),
-        ("password", "MLFLOW_TRACKING_PASSWORD"),
-        ("timeout", "MLFLOW_HTTP_REQUEST_TIMEOUT"),
-        ("max_retries", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
-    ):
-        if environ.get(variable):
-            mlflow[key] = environ[variable]
-    s3: dict[str, Any] = {}
-    endpoint = (
-        environ.get("MLFLOW_S3_ENDPOINT_URL")
-        or environ.get("AWS_ENDPOINT_URL_S3")
-        or environ.get("AWS_ENDPOINT_URL")
-        or _kserve_endpoint(environ)
-    )
-    if endpoint:
-        s3["endpoint_url"] = endpoint
-    if environ.get("S3_VERIFY_SSL", "").strip().lower() in ("0", "false", "no"):
-        s3["verify_ssl"] = False
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    if region:
-        s3["region"] = region
-    if environ.get("AWS_CA_BUNDLE"):
-        s3["ca_bundle"] = environ["AWS_CA_BUNDLE"]
-    if any(environ.get(name) for name in _PROXY_VARIABLES):
-        s3["threaded_reads"] = False
-    domino: dict[str, Any] = {}
-    for key, variable in (
-        ("api_host", "DOMINO_API_HOST"),
-        ("api_proxy", "DOMINO_API_PROXY"),
-        ("api_token", "DOMINO_API_TOKEN"),
-        ("user_api_key", "DOMINO_USER_API_KEY"),
-        ("project_id", "DOMINO_PROJECT_ID"),
-    ):
-        if environ.get(variable):
-            domino[key] = environ[variable]
-    return {"mlflow": mlflow, "s3": s3, "domino": domino}
-
-
-def _kserve_endpoint(environ: dict[str, str]) -> str | None:
-    """KServe's S3 secret annotations become `S3_ENDPOINT` (host[:port], no scheme) and
-    `S3_USE_HTTPS` ("0" for plain HTTP) in a storage initializer's environment."""
-    host = environ.get("S3_ENDPOINT", "").strip()
-    if not host:
-        return None
-    if "://" in host:
-        return host
-    plain = environ.get("S3_USE_HTTPS", "1").strip().lower() in ("0", "false", "no")
-    return f"{'http' if plain else 'https'}://{host}"
-
-
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -479,7 +364,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from the standard variables, then the YAML file, then overrides, then SYNCD_*."""
     environ = dict(os.environ)
-    data = _standard_environment(environ)
+    data = standard_environment(environ)
     source: str | None = None
     if path is not None:
         source = str(path)

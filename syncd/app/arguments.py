@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from syncd import __version__
-from syncd.settings import parse_size
+from syncd.units import parse_size
 
 __all__ = ["EXIT_CONFIG", "parser"]
 

@@ -35,6 +35,12 @@ class FlatStore(LocalStore):
     def foreign_folders(self) -> list[str]:
         return []
 
+    def remove(self, run_id: str) -> None:
+        """Never: this store's run folder is the destination itself, which LocalStore's
+        `remove` would rename away whole (`drop_others` removes another version's files one
+        by one instead)."""
+        raise LocalStoreError(f"{self.dest}: a fetch destination is never removed whole")
+
     def publish(
         self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
     ) -> None:

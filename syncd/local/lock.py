@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from syncd.errors import LocalStoreError
-from syncd.local.staging import settle_pending
+from syncd.local.staging import clear_staging, settle_pending
 from syncd.local.store import LocalStore
 
 __all__ = ["RootLock", "take_root"]
@@ -93,6 +93,6 @@ def take_root(store: LocalStore, lock: RootLock, purpose: str) -> bool:
     in staging (only the lock holder may). False while another process writes the root."""
     if not lock.try_acquire(purpose):
         return False
-    store.clear_staging()
+    clear_staging(store)
     settle_pending(store)
     return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from syncd.local.resume import ResumeState
 from syncd.local.store import LocalStore, manifest_lock
 
 __all__ = [
+    "clear_staging",
     "discard_build",
     "local_failure",
     "prepare_staging",
@@ -177,3 +179,31 @@ def prune(staging: Path, wanted: set[str]) -> None:
 def discard_build(store: LocalStore, staging: Path, resume: ResumeState) -> None:
     store.discard(staging)
     resume.clear()
+
+
+def clear_staging(store: LocalStore, keep_resumable_for: float = 86400.0) -> None:
+    """Remove what a dead writer left half-built; only the lock holder may do this.
+
+    Folders of an interrupted sync (`{run_id}.resume`, with their part maps) younger than
+    `keep_resumable_for` seconds stay, so the next sync fetches only what they lack.
+    """
+    now = time.time()
+    kept = set()
+    store.prepare()
+    for leftover in store.staging.iterdir():
+        if leftover.is_symlink():
+            store.set_aside(leftover)
+            continue
+        name = leftover.name.removesuffix(".resume")
+        fresh = now - leftover.lstat().st_mtime < keep_resumable_for
+        if leftover.name.endswith(".resume") and is_run_id(name) and fresh:
+            kept.add(name)
+            continue
+        store.discard(leftover)
+    for leftover in store.trash.iterdir():
+        store.discard(leftover)
+    for part_map in store.parts.iterdir():
+        if part_map.is_symlink():
+            store.set_aside(part_map)
+        elif part_map.name not in kept:
+            store.discard(part_map)

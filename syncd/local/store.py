@@ -52,7 +52,7 @@ class LocalStore:
         self.damage = DamageLog(self.meta / "damage")
 
     def prepare(self) -> None:
-        """Create the bookkeeping folders (the lock holder clears staging, see clear_staging)."""
+        """Create the bookkeeping folders (the lock holder clears staging: `clear_staging`)."""
         if self.root.exists() and not self.root.is_dir():
             raise LocalStoreError(
                 f"{self.root} is a file, not a folder: give the dataset folder that holds "
@@ -112,33 +112,6 @@ class LocalStore:
                     found.append(str(path.relative_to(folder)))
                     self.set_aside(path)
         return found
-
-    def clear_staging(self, keep_resumable_for: float = 86400.0) -> None:
-        """Remove what a dead writer left half-built; only the lock holder may do this.
-
-        Folders of an interrupted sync (`{run_id}.resume`, with their part maps) younger than
-        `keep_resumable_for` seconds stay, so the next sync fetches only what they lack.
-        """
-        now = time.time()
-        kept = set()
-        self.prepare()
-        for leftover in self.staging.iterdir():
-            if leftover.is_symlink():
-                self.set_aside(leftover)
-                continue
-            name = leftover.name.removesuffix(".resume")
-            fresh = now - leftover.lstat().st_mtime < keep_resumable_for
-            if leftover.name.endswith(".resume") and is_run_id(name) and fresh:
-                kept.add(name)
-                continue
-            self.discard(leftover)
-        for leftover in self.trash.iterdir():
-            self.discard(leftover)
-        for part_map in self.parts.iterdir():
-            if part_map.is_symlink():
-                self.set_aside(part_map)
-            elif part_map.name not in kept:
-                self.discard(part_map)
 
     def resume_staging(self, run_id: str) -> Path:
         """Where a run folder is built; an interrupted build is found again here."""

@@ -7,7 +7,7 @@ import errno
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,15 +18,12 @@ from syncd.core.folder_plan import (
     FolderPlan,
     Patch,
     Suspicion,
-    fetch_instead,
-    files_said,
     merge_suspicion,
     plan_folder,
     worth_range_check,
 )
 from syncd.core.ids import safe_relative_path
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject, WantedBy
-from syncd.core.reuse import reused_from
 from syncd.errors import (
     ChecksumMismatchError,
     SourceMissingError,
@@ -35,9 +32,18 @@ from syncd.errors import (
 )
 from syncd.local.resume import ResumeState
 from syncd.local.shared import Inode, inodes_of, spread_repair
-from syncd.local.staging import discard_build, local_failure, prepare_staging, publish_build
+from syncd.local.staging import discard_build, local_failure, publish_build
 from syncd.local.store import LocalStore
 from syncd.metrics import Metrics
+from syncd.reconcile.build import (
+    Build,
+    announce,
+    count_totals,
+    healed_said,
+    outcome_of,
+    say_if_resumed,
+    staged,
+)
 from syncd.reconcile.outcome import SyncOutcome, SyncProgress
 from syncd.reconcile.recorded import RecordedDamage, damaged_spans_or_none, recorded_damage
 from syncd.reconcile.reuse import find_on_disk, take_in
@@ -120,7 +126,7 @@ class Syncer:
             assert manifest is not None
             await self._already_in_place(store, manifest, wanted, recorded)
             return SyncOutcome("noop", desired.run_id, 0, 0, 0, manifest)
-        build = _Build(store, target, desired, location, listing, manifest, wanted, plan)
+        build = Build(store, target, desired, location, listing, manifest, wanted, plan)
         outcome = await self._carry_out(build, progress)
         await to_completion(asyncio.to_thread(recorded.clear, store, desired.run_id))
         if manifest is not None and plan.heal:
@@ -131,7 +137,7 @@ class Syncer:
                 desired.ref.version,
                 desired.run_id,
                 ", ".join(
-                    _healed(path, reason, plan) for path, reason in sorted(plan.heal.items())
+                    healed_said(path, reason, plan) for path, reason in sorted(plan.heal.items())
                 ),
             )
             outcome = replace(outcome, healed=dict(plan.heal))
@@ -179,25 +185,25 @@ class Syncer:
                 )
         return plan_folder(manifest, listing, local, suspicion)
 
-    async def _carry_out(self, build: _Build, progress: SyncProgress) -> SyncOutcome:
+    async def _carry_out(self, build: Build, progress: SyncProgress) -> SyncOutcome:
         store, run_id = build.store, build.desired.run_id
         plan = await find_on_disk(store, run_id, build.location, build.plan, self._downloader)
         build = replace(build, plan=plan)
         # Inodes other folders may share, taken before the swap replaces them.
         damaged = await asyncio.to_thread(inodes_of, store, run_id, sorted(plan.heal))
-        _count_totals(plan, progress)
+        count_totals(plan, progress)
         copies = sum(patch.entry.size for patch in plan.patch.values())
         await asyncio.to_thread(store.check_space, progress.total_bytes + copies)
-        _announce(build, progress)
+        announce(build, progress)
         staging = await to_completion(asyncio.to_thread(store.resume_staging, run_id))
         resume = store.resume_state(run_id)
-        await _say_if_resumed(build, resume, progress)
+        await say_if_resumed(build, resume, progress)
         published = interrupted = False
         try:
-            build = await _staged(build, staging, progress)
+            build = await staged(build, staging, progress)
             build = replace(build, plan=await take_in(store, staging, build.plan))
             plan = build.plan
-            _count_totals(plan, progress)
+            count_totals(plan, progress)
             entries = await self._transfer(build, staging, resume, progress)
             new_manifest = Manifest(
                 run_id=run_id,
@@ -233,7 +239,7 @@ class Syncer:
                 await to_completion(asyncio.to_thread(discard_build, store, staging, resume))
         await self._spread(store, new_manifest, damaged)
         self._account(build, new_manifest)
-        return _outcome(plan, progress, new_manifest)
+        return outcome_of(plan, progress, new_manifest)
 
     async def _spread(
         self, store: LocalStore, manifest: Manifest, damaged: dict[str, Inode]
@@ -248,7 +254,7 @@ class Syncer:
             )
 
     async def _transfer(
-        self, build: _Build, staging: Path, resume: ResumeState, progress: SyncProgress
+        self, build: Build, staging: Path, resume: ResumeState, progress: SyncProgress
     ) -> dict[str, FileEntry]:
         """Fetch and patch what the plan says, all at once under the downloader's limits."""
         entries = dict(build.plan.reuse)
@@ -295,7 +301,7 @@ class Syncer:
         )
         return entries
 
-    def _account(self, build: _Build, manifest: Manifest) -> None:
+    def _account(self, build: Build, manifest: Manifest) -> None:
         """Metrics for a finished build, and a warning for files only their size vouches for."""
         plan, target = build.plan, build.target
         self._metrics.downloaded_files.labels(target=target).inc(len(plan.fetch) + len(plan.patch))
@@ -313,100 +319,6 @@ class Syncer:
                 build.desired.run_id,
                 unverified[0].note,
             )
-
-
-@dataclass(frozen=True)
-class _Build:
-    """Everything one rebuild of a run folder works from."""
-
-    store: LocalStore
-    target: str
-    desired: DesiredModel
-    location: Location
-    listing: list[RemoteObject]
-    manifest: Manifest | None
-    wanted: WantedBy
-    plan: FolderPlan
-
-
-def _outcome(plan: FolderPlan, progress: SyncProgress, manifest: Manifest) -> SyncOutcome:
-    shared = plan.shared.values()
-    return SyncOutcome(
-        "synced",
-        manifest.run_id,
-        len(plan.fetch) + len(plan.patch),
-        progress.total_bytes,
-        len(plan.reuse),
-        manifest,
-        patched_files=len(plan.patch),
-        shared_files=len(plan.shared),
-        shared_bytes=sum(item.obj.size for item in shared),
-        shared_from=tuple(sorted({item.source.run_id for item in shared})),
-    )
-
-
-def _count_totals(plan: FolderPlan, progress: SyncProgress) -> None:
-    progress.total_files = len(plan.fetch) + len(plan.patch)
-    progress.total_bytes = plan.fetch_bytes
-
-
-def _announce(build: _Build, progress: SyncProgress) -> None:
-    shared = reused_from(build.plan.shared)
-    log.info(
-        "%s: syncing %s v%s run %s from %s: %d bytes to download (%s), %d file(s) kept%s",
-        build.target,
-        build.desired.model,
-        build.desired.ref.version,
-        build.desired.run_id,
-        build.location.uri,
-        progress.total_bytes,
-        files_said(len(build.plan.fetch), len(build.plan.patch)),
-        len(build.plan.reuse),
-        f", {shared}" if shared else "",
-    )
-
-
-async def _say_if_resumed(build: _Build, resume: ResumeState, progress: SyncProgress) -> None:
-    resumed = await asyncio.to_thread(resume.bytes_on_disk)
-    if resumed:
-        log.info(
-            "%s: resuming an interrupted sync of run %s: %.1f of %.1f MB already on disk "
-            "(re-checked, not fetched again)",
-            build.target,
-            build.desired.run_id,
-            resumed / 1e6,
-            progress.total_bytes / 1e6,
-        )
-
-
-async def _staged(build: _Build, staging: Path, progress: SyncProgress) -> _Build:
-    """Staging prepared from the published folder; files that vanished from it since the
-    plan was made (a folder deleted mid-repair) are fetched instead."""
-    folder = build.store.run_dir(build.desired.run_id)
-    vanished = await to_completion(
-        asyncio.to_thread(prepare_staging, staging, folder, build.listing, build.plan)
-    )
-    if not vanished:
-        return build
-    log.warning(
-        "%s: %s vanished while run %s was being rebuilt: fetching instead",
-        build.target,
-        ", ".join(sorted(vanished)),
-        build.desired.run_id,
-    )
-    plan = fetch_instead(build.plan, vanished, build.listing)
-    progress.total_files = len(plan.fetch) + len(plan.patch)
-    progress.total_bytes = plan.fetch_bytes
-    return replace(build, plan=plan)
-
-
-def _healed(path: str, reason: str, plan: FolderPlan) -> str:
-    patch = plan.patch.get(path)
-    if patch is None:
-        return f"{path} ({reason})"
-    return (
-        f"{path} ({reason}, {patch.damaged_bytes} bytes in {len(patch.spans)} range(s) refetched)"
-    )
 
 
 def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy, ...]:

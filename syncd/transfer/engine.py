@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from syncd.core.checksum import Algorithm, Hasher, encode_crc, encode_digest, new_hasher
-from syncd.core.completion import all_or_first_error, to_completion
+from syncd.core.completion import all_or_first_error
 from syncd.core.manifest import FileEntry, RemoteObject, Span
 from syncd.core.plan import CheckPlan, ObjectFacts, Range, choose_check, plan_ranges
 from syncd.core.verification import (
@@ -32,16 +32,18 @@ from syncd.core.verification import (
 )
 from syncd.errors import ChecksumMismatchError, LocalWriteError
 from syncd.local.direct import RangeWriter
-from syncd.local.files import hash_exactly, open_existing, open_preallocated
+from syncd.local.files import open_existing, open_preallocated
 from syncd.local.resume import PartMap, ResumeState
 from syncd.local.writeback import Writeback
 from syncd.remote.mlflow_proxy import MlflowArtifactProxy, ProxiedLocation
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.s3 import S3Location
 from syncd.settings import S3Settings
+from syncd.transfer.observer import NullObserver, TransferObserver
 from syncd.transfer.ordered import OrderedHasher
 from syncd.transfer.readers import GetRequest, Reader, S3Reading, default_reader
 from syncd.transfer.sinks import Decide, RangeSink, Sink, WholeSink
+from syncd.transfer.steps import head_object, open_writer, rehash
 
 __all__ = ["Downloader", "NullObserver", "Progress", "TransferObserver"]
 
@@ -58,34 +60,6 @@ _PROXIED = CheckPlan(
 )
 
 
-class TransferObserver(Protocol):
-    """What the engine reports while it works (metrics implement it)."""
-
-    def bytes_downloaded(self, count: int) -> None: ...
-
-    def request_retried(self, reason: str) -> None: ...
-
-    def checksum_failed(self, path: str) -> None: ...
-
-    def in_flight(self, delta: int) -> None: ...
-
-
-class NullObserver:
-    """An observer that records nothing."""
-
-    def bytes_downloaded(self, count: int) -> None:
-        pass
-
-    def request_retried(self, reason: str) -> None:
-        pass
-
-    def checksum_failed(self, path: str) -> None:
-        pass
-
-    def in_flight(self, delta: int) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class _Transfer:
     """What one object's transfer is about."""
@@ -97,11 +71,9 @@ class _Transfer:
 
 
 class Downloader:
-    """Downloads objects into files under one global limit on requests in flight.
-
-    Memory is bounded by max_concurrency x chunk_size whatever the file sizes: each request
-    streams its range through one chunk buffer straight into the file.
-    """
+    """Downloads objects into files under one global limit on requests in flight. Memory is
+    bounded by max_concurrency x chunk_size whatever the file sizes: each request streams its
+    range through one chunk buffer straight into the file."""
 
     def __init__(
         self,
@@ -336,44 +308,17 @@ class Downloader:
         return await self._retry.run(request.describe(), attempt)
 
     async def _opened(self, opener: Callable[..., int], *args: object) -> RangeWriter:
-        """The file `opener` opens (and preallocates) in a worker thread, in the writer its
-        ranges share (direct where the settings and the filesystem allow: syncd.local.direct).
-        Cancelled meanwhile, it waits for the thread (which cannot be stopped) and closes
-        what it opened: never a leaked descriptor, never a file still being made after the
-        download gave up."""
-        direct = self._settings.direct_writes
-        future = asyncio.ensure_future(asyncio.to_thread(RangeWriter.open, direct, opener, *args))
-        try:
-            writer = await to_completion(future)
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                future.result().close()
-            raise
+        writer = await open_writer(self._settings.direct_writes, opener, *args)
         self.direct_files += writer.direct
         return writer
 
     async def object_facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
         """HEAD the object (and its first part, for a multipart upload's part layout)."""
-        store = self._store
-        facts = await self._retry.run(f"HEAD {location.uri}", lambda: store.head(location))
-        check_same_object(location.uri, obj, facts)
-        if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
-            first = await self._retry.run(
-                f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
-            )
-            if first.parts_count:  # one part counts: its checksums are per part too
-                facts = replace(facts, parts_count=first.parts_count, first_part_size=first.size)
-        return facts
+        return await head_object(self._retry, self._store, location, obj)
 
     async def _rehash(self, fd: int, byte_range: Range, check: CheckPlan) -> RangeHashers:
         """A range a killed attempt left on disk: hashed from disk, not fetched again."""
-        hashers = RangeHashers(check, byte_range)
-        await to_completion(
-            asyncio.get_running_loop().run_in_executor(
-                self._io, hash_exactly, fd, hashers, byte_range.start, byte_range.end, 4 << 20
-            )
-        )
-        return hashers
+        return await rehash(self._io, fd, byte_range, check)
 
 
 class _Tally:

@@ -18,6 +18,8 @@ LAYERS = {
     "errors": 0,
     "settings": 0,
     "config_problems": 0,
+    "environment": 0,
+    "units": 0,
     "metrics": 0,
     "__init__": 0,
     "local": 1,
@@ -29,8 +31,8 @@ LAYERS = {
     "publish": 4,
     "__main__": 4,
 }
-DECLARATIONS = {"settings.py", "metrics.py"}  # long lists of fields, not logic
-MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 450, 300, 60
+DECLARATIONS = {"metrics.py"}  # a long list of metric declarations, not logic
+MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 400, 250, 60
 
 
 def modules() -> list[Path]:
