@@ -90,9 +90,10 @@ class RangeWriter:
         self._refused = False  # the direct descriptor stays open until close: never reused
         # One buffered writer at a time: pwrites from many pump threads into one file contend
         # for its inode lock, and the kernel spins on it (rwsem_spin_on_owner was 18% of a
-        # size-only profile); waiting here sleeps instead. Aligned direct writes into the
-        # preallocated file share the inode lock and go side by side: the device's queue
-        # deepens with the pumps instead of one write at a time per file.
+        # size-only `perf record -g` of `python -m tests.bench.fetch`); waiting here sleeps.
+        # Aligned direct writes into the preallocated file share the inode lock and go side
+        # by side: the device's queue deepens with the pumps instead of one write at a time
+        # per file.
         self._buffered = threading.Lock()
         self._counting = threading.Lock()
         self.direct_bytes = 0  # what skipped the page cache (tests count it)

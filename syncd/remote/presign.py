@@ -1,16 +1,16 @@
 """Presigned GET URLs for the pump threads, at a fraction of botocore's per-call cost.
 
 `generate_presigned_url` resolves the endpoint ruleset and runs the client's event hooks on
-every call: ~0.25 ms of event-loop CPU per object offline (more under load, where it was the
-largest item of the loop's profile for 2,000 small files). The endpoint and addressing style
-depend only on the bucket, so the first URL of a bucket comes from botocore's full path and
-teaches where objects of that bucket live; every later URL is that base plus the key, signed
-by awscrt's SigV4 query signer, in C (0.017 ms against `generate_presigned_url`'s 0.23 ms,
-`python -m tests.bench.micro`; botocore's own `S3SigV4QueryAuth`, used here before, held the
-GIL ~0.3 ms a file under load, the largest runtime item of `py-spy record --gil` of
-`python -m tests.bench.fetch` for 2,000 small files). A
-base that cannot be derived (a URL shape botocore never made so far) leaves every URL of that
-bucket to the full path.
+every call: ~0.25 ms of event-loop CPU per object offline (`python -m tests.bench.micro`; more
+under load, where it was the largest item of the loop's profile for 2,000 small files). The
+endpoint and addressing style depend only on the bucket, so the first URL of a bucket comes
+from botocore's full path and teaches where objects of that bucket live; every later URL is
+that base plus the key, signed by awscrt's SigV4 query signer, in C (0.017 ms against
+`generate_presigned_url`'s 0.23 ms, `python -m tests.bench.micro`; botocore's own
+`S3SigV4QueryAuth`, used here before, held the GIL ~0.3 ms a file under load, the largest
+runtime item of `py-spy record --gil` of `python -m tests.bench.fetch` for 2,000 small
+files). A base that cannot be derived (a URL shape botocore never made so far) leaves every
+URL of that bucket to the full path.
 """
 
 from __future__ import annotations

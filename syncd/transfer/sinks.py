@@ -108,7 +108,8 @@ class WholeSink:
 
     def end(self) -> None:
         # fstat and close here, in the reader's thread: on the event loop either would wait
-        # on the disk (a close cost ~0.2 ms of the loop's time a file, for 2,000 small files).
+        # on the disk (a close cost ~0.2 ms of the loop's time a file, for 2,000 small files:
+        # `py-spy record` of `python -m tests.bench.fetch`).
         assert self._fd is not None
         stat = locally(os.fstat, self._fd)
         self.written = Written(stat.st_size, stat.st_mtime_ns)
