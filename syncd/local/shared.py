@@ -25,16 +25,23 @@ from syncd.local.staging import copy_file
 from syncd.local.store import LocalStore
 from syncd.local.verify import RateLimiter, damaged_spans
 
-__all__ = ["Inode", "bring_in", "inodes_of", "intact_on_disk", "spread_repair"]
+__all__ = [
+    "Inode",
+    "bring_in",
+    "inodes_of",
+    "recorded_on_disk",
+    "spread_repair",
+]
 
 log = logging.getLogger(__name__)
 
 Inode = tuple[int, int]  # (st_dev, st_ino)
 
 
-def intact_on_disk(store: LocalStore, candidate: OnDisk) -> Path | None:
-    """The candidate's file when it is as its manifest recorded it: a regular file inside its
-    folder (never through a link), its size and mtime, and every recorded range's CRC32C."""
+def recorded_on_disk(store: LocalStore, candidate: OnDisk) -> Path | None:
+    """The candidate's file when it stands as its manifest recorded it: a regular file inside
+    its folder (never through a link), its size and mtime, with range CRCs covering every byte.
+    lstat only: the bytes are hashed once, where they are taken in (`bring_in`)."""
     entry = candidate.entry
     spans = entry.spans()
     if not spans or spans[-1].end != entry.size:
@@ -44,29 +51,25 @@ def intact_on_disk(store: LocalStore, candidate: OnDisk) -> Path | None:
         return None
     try:
         facts = os.lstat(path)
-        if facts.st_size != entry.size or facts.st_mtime_ns != entry.mtime_ns:
-            return None
-        if damaged_spans(path, entry, RateLimiter(None)):
-            return None
     except OSError:
+        return None
+    if facts.st_size != entry.size or facts.st_mtime_ns != entry.mtime_ns:
         return None
     return path
 
 
 def bring_in(store: LocalStore, item: Reusable, destination: Path) -> Reusable | None:
     """The item's file in staging at `destination`, linked (or copied where links are
-    refused), then checked there: None when the source is no longer intact."""
-    source = intact_on_disk(store, item.source)
+    refused), then every recorded range re-hashed there (a link is the source's own inode):
+    None, and nothing left in staging, when the bytes are no longer as recorded."""
+    source = recorded_on_disk(store, item.source)
     if source is None:
         return None
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.unlink(missing_ok=True)
     _link_or_copy(source, destination)
-    staged = os.lstat(destination)
-    entry = replace(item.entry, mtime_ns=staged.st_mtime_ns)
-    if staged.st_ino != os.lstat(source).st_ino and damaged_spans(
-        destination, entry, RateLimiter(None)
-    ):
+    entry = replace(item.entry, mtime_ns=os.lstat(destination).st_mtime_ns)
+    if damaged_spans(destination, entry, RateLimiter(None)):
         destination.unlink()
         return None
     return replace(item, entry=entry)
@@ -83,15 +86,15 @@ def inodes_of(store: LocalStore, run_id: str, paths: list[str]) -> dict[str, Ino
     return found
 
 
-def spread_repair(store: LocalStore, manifest: Manifest, damaged: dict[str, Inode]) -> list[str]:
+def spread_repair(store: LocalStore, manifest: Manifest, damaged: dict[str, Inode]) -> None:
     """Every other folder's file that is the same inode as a damaged file the swap just
     replaced becomes a link to the repaired one, and its manifest learns the new mtime (the
-    kept previous folder stays ready for a rollback). Returns the run ids changed."""
+    kept previous folder stays ready for a rollback)."""
     if not damaged:
-        return []
+        return
     repaired = {entry.path: entry for entry in manifest.files}
+    paths_of = {inode: path for path, inode in damaged.items()}
     folder = store.run_dir(manifest.run_id)
-    changed = []
     for other in store.manifests_on_disk():
         if other.run_id == manifest.run_id:
             continue
@@ -99,11 +102,9 @@ def spread_repair(store: LocalStore, manifest: Manifest, damaged: dict[str, Inod
         updates: dict[str, FileEntry] = {}
         for entry in other.files:
             facts = inside.lstat(entry.path)
-            if facts is None or (facts.st_dev, facts.st_ino) not in damaged.values():
-                continue
-            path = next(p for p, inode in damaged.items() if inode == (facts.st_dev, facts.st_ino))
-            good = repaired.get(path)
-            if good is None or good.size != entry.size:
+            path = paths_of.get((facts.st_dev, facts.st_ino)) if facts is not None else None
+            good = repaired.get(path) if path is not None else None
+            if path is None or good is None or good.size != entry.size:
                 continue
             target = inside.regular_file(entry.path)
             if target is None:
@@ -117,14 +118,12 @@ def spread_repair(store: LocalStore, manifest: Manifest, damaged: dict[str, Inod
             )
         if updates:
             store.update_manifest(other.run_id, _with_entries(updates))
-            changed.append(other.run_id)
             log.info(
                 "repaired %s of run %s too (the same file as run %s's)",
                 ", ".join(sorted(updates)),
                 other.run_id,
                 manifest.run_id,
             )
-    return changed
 
 
 def _replace_with_link(good: Path, target: Path) -> None:

@@ -10,11 +10,11 @@ from typing import Literal
 
 from syncd.metrics import Metrics
 
-__all__ = ["RegistryHealth"]
+__all__ = ["Level", "RegistryHealth"]
 
 log = logging.getLogger("syncd.reconcile.daemon")
 
-Level = Literal["info", "warning", "error"]
+Level = Literal["info", "warning", "error"]  # of an event on the status page
 Say = Callable[[Level, str, str], None]  # StatusBoard.event(level, target, message)
 
 

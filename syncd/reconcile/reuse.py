@@ -15,7 +15,7 @@ from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts
 from syncd.core.reuse import OnDisk, Reusable, identity_of_entry, index, match
 from syncd.errors import SyncdError
-from syncd.local.shared import bring_in, intact_on_disk
+from syncd.local.shared import bring_in, recorded_on_disk
 from syncd.local.store import LocalStore
 from syncd.remote.s3 import S3Location
 from syncd.remote.source import Location
@@ -46,7 +46,8 @@ async def find_on_disk(
             if facts is None:
                 return
             for item in match(obj, facts, candidates, time.time()):
-                if await asyncio.to_thread(intact_on_disk, store, item.source) is not None:
+                # lstat only here: the bytes are hashed once, as they are taken in.
+                if await asyncio.to_thread(recorded_on_disk, store, item.source) is not None:
                     taken[obj.path] = item
                     return
 

@@ -17,7 +17,7 @@ from syncd.metrics import Metrics
 from syncd.reconcile.hooks import HookResult
 from syncd.reconcile.queue import Key
 from syncd.reconcile.readiness import Readiness, readiness
-from syncd.reconcile.registry_health import RegistryHealth
+from syncd.reconcile.registry_health import Level, RegistryHealth
 from syncd.reconcile.syncer import SyncOutcome, SyncProgress
 
 __all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
@@ -25,7 +25,6 @@ __all__ = ["Event", "FolderStatus", "Readiness", "StatusBoard"]
 log = logging.getLogger("syncd.reconcile.daemon")
 
 State = Literal["pending", "syncing", "synced", "failed", "standby"]
-Level = Literal["info", "warning", "error"]
 
 
 @dataclass

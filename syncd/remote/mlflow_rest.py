@@ -2,14 +2,15 @@
 
 `from mlflow import MlflowClient` costs 0.7-1.1 s of CPU (`python -X importtime`), which stood
 between a one-shot `syncd sync` (or a KServe `syncd fetch models:/...`) starting and its first
-GET. syncd reads six endpoints of the API, so it speaks them itself: the same URLs, JSON and
+GET. syncd reads five endpoints of the API, so it speaks them itself: the same URLs, JSON and
 authentication as MLflow's own REST store (`mlflow/utils/rest_utils.py`,
 `mlflow/store/model_registry/rest_store.py`): a bearer token (MLFLOW_TRACKING_TOKEN), basic auth
-(MLFLOW_TRACKING_USERNAME/PASSWORD), MLFLOW_TRACKING_INSECURE_TLS,
-MLFLOW_TRACKING_SERVER_CERT_PATH (else REQUESTS_CA_BUNDLE, as `requests` reads it),
-MLFLOW_TRACKING_CLIENT_CERT_PATH, the proxy variables, MLFLOW_HTTP_REQUEST_TIMEOUT and
-MLFLOW_HTTP_REQUEST_MAX_RETRIES. Where MLflow's own client would add more (a request header or
-auth provider plugin, MLFLOW_TRACKING_AUTH), `needs_mlflow_client` says so and syncd uses it.
+(MLFLOW_TRACKING_USERNAME/PASSWORD), MLFLOW_HTTP_REQUEST_TIMEOUT and
+MLFLOW_HTTP_REQUEST_MAX_RETRIES (all as `settings.MlflowSettings` holds them), and
+MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH (else REQUESTS_CA_BUNDLE, as
+`requests` reads it), MLFLOW_TRACKING_CLIENT_CERT_PATH and the proxy variables. Where MLflow's
+own client would add more (a request header or auth provider plugin, MLFLOW_TRACKING_AUTH),
+`needs_mlflow_client` says so and syncd uses it.
 
 The methods and the attributes of what they return are MlflowClient's, so `MlflowRegistry`
 reads either.
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncd import __version__
+from syncd.settings import MlflowSettings
 
 __all__ = ["MlflowRestClient", "MlflowRestError", "needs_mlflow_client"]
 
@@ -118,22 +120,21 @@ class Page(list[RegisteredModel]):
 class MlflowRestClient:
     """MlflowClient's registry reads syncd makes, as REST calls (blocking; run in threads)."""
 
-    def __init__(self, tracking_uri: str, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, mlflow: MlflowSettings, environ: dict[str, str] | None = None
+    ) -> None:
+        """`mlflow`: timeout, retries and credentials, as the settings took them from MLflow's
+        variables or the config; `environ`: MLflow's TLS variables (default: this process's)."""
         environ = dict(os.environ) if environ is None else environ
         self._base = tracking_uri.rstrip("/")
-        self._timeout = float(environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120"))
-        self._retries = int(environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
+        self._timeout = mlflow.timeout
+        self._retries = mlflow.max_retries
         self._headers = {"User-Agent": f"syncd/{__version__}", "Accept": "application/json"}
-        token = environ.get("MLFLOW_TRACKING_TOKEN")
-        user, password = (
-            environ.get("MLFLOW_TRACKING_USERNAME"),
-            environ.get("MLFLOW_TRACKING_PASSWORD"),
-        )
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        elif user and password:
-            pair = base64.standard_b64encode(f"{user}:{password}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {pair}"
+        if mlflow.token:
+            self._headers["Authorization"] = f"Bearer {mlflow.token}"
+        elif mlflow.username and mlflow.password:
+            pair = f"{mlflow.username}:{mlflow.password}".encode()
+            self._headers["Authorization"] = f"Basic {base64.standard_b64encode(pair).decode()}"
         handlers: list[urllib.request.BaseHandler] = []
         if self._base.startswith("https://"):
             handlers.append(urllib.request.HTTPSHandler(context=_tls_context(environ)))

@@ -11,7 +11,7 @@ import pytest
 from syncd.core.checksum import Algorithm, CrcHasher
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject
 from syncd.core.reuse import OnDisk, Reusable
-from syncd.local.shared import bring_in, intact_on_disk
+from syncd.local.shared import bring_in
 from syncd.local.store import LocalStore
 
 RUN = "a" * 32
@@ -71,10 +71,15 @@ def test_where_links_are_refused_it_is_copied_and_checked(
     assert brought.entry.mtime_ns == destination.stat().st_mtime_ns  # the copy's own
 
 
-def test_a_candidate_touched_since_its_manifest_is_not_taken(store: LocalStore) -> None:
+def test_a_candidate_touched_since_its_manifest_is_not_taken(
+    store: LocalStore, tmp_path: Path
+) -> None:
     source = recorded(store, os.urandom(100_000))
     path = store.run_dir(RUN) / "w.bin"
     with path.open("r+b") as handle:
         handle.write(b"rot")
     os.utime(path, ns=(source.entry.mtime_ns or 0, source.entry.mtime_ns or 0))  # mtime kept
-    assert intact_on_disk(store, source) is None  # the range CRC tells
+    item = Reusable(RemoteObject("w.bin", 100_000, "etag"), source, source.entry)
+    destination = tmp_path / "staging" / "w.bin"
+    assert bring_in(store, item, destination) is None  # the range CRC tells
+    assert not destination.exists()
