@@ -1,19 +1,23 @@
 """`syncd fetch URI DEST [URI DEST ...]`: KServe's storage-initializer contract.
 
 KServe runs a `ClusterStorageContainer`'s image with positional `SOURCE_URI DEST_PATH` pairs
-and the S3 credentials of the service account's secret in the environment; exit 0 is
+and the store credentials of the service account's secret in the environment; exit 0 is
 success, anything else becomes `ModelLoadFailed` with the log's tail as the message (kserve
 `pkg/webhook/admission/pod/storage_initializer_injector.go`). Each `models:/` URI is resolved
-by the same rules as `syncd sync` (the version's parent run) and its files downloaded by the
-same engine, verified by the same checks, straight into DEST.
+by the same rules as `syncd sync` (the version's parent run); a store URI (`gs://`,
+`wasbs://`, `abfss://`, `s3://`, as KServe's own initializer takes them) names the files
+itself. Either way they are downloaded by the same engine, verified by the same checks,
+straight into DEST.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sys
 from pathlib import Path
 
+from syncd.core.desired import DesiredModel, ModelVersionRef, Registry
 from syncd.core.model_uri import ModelUri, parse_model_uri
 from syncd.errors import LocalStoreError, SyncdError, UsageError
 from syncd.local.flat import FlatStore
@@ -25,7 +29,10 @@ __all__ = ["pairs", "run_fetch"]
 _LOCK_WAIT = 600.0  # a second init container on the same node-local folder finishes first
 
 
-def pairs(arguments: list[str]) -> list[tuple[ModelUri, Path]]:
+Source = ModelUri | str  # a registry pointer, or a store URI
+
+
+def pairs(arguments: list[str]) -> list[tuple[Source, Path]]:
     """`URI DEST` pairs from argv, each URI parsed and each DEST named once."""
     if not arguments or len(arguments) % 2:
         raise UsageError(
@@ -34,7 +41,7 @@ def pairs(arguments: list[str]) -> list[tuple[ModelUri, Path]]:
         )
     try:
         found = [
-            (parse_model_uri(uri), Path(dest))
+            (_source(uri), Path(dest))
             for uri, dest in zip(arguments[::2], arguments[1::2], strict=True)
         ]
     except SyncdError as exc:
@@ -52,29 +59,39 @@ def run_fetch(settings: Settings, arguments: list[str], artifact_path: str) -> i
     from syncd.app.runtime import require_registry
 
     wanted = pairs(arguments)
-    require_registry(settings)
+    if any(isinstance(uri, ModelUri) for uri, _ in wanted):
+        require_registry(settings)
     return asyncio.run(_fetch_all(settings, wanted, artifact_path))
 
 
+def _source(uri: str) -> Source:
+    """A `models:/` URI parsed, or a store URI its store can read (SourceError if none)."""
+    if uri.startswith("models:/"):
+        return parse_model_uri(uri)
+    from syncd.remote.stores import module_for
+
+    module_for(uri).parse(uri)
+    return uri.rstrip("/")
+
+
+def _of_store(uri: str) -> DesiredModel:
+    """A store URI as a desired model: no version, and a folder key made from the URI (a
+    FlatStore keeps one model: the key only tells its manifest which source it holds)."""
+    key = hashlib.sha256(uri.encode()).hexdigest()[:32]
+    return DesiredModel(ModelVersionRef(uri, "", f"uri {uri}"), key, "uri", uri)
+
+
 async def _fetch_all(
-    settings: Settings, wanted: list[tuple[ModelUri, Path]], artifact_path: str
+    settings: Settings, wanted: list[tuple[Source, Path]], artifact_path: str
 ) -> int:
     from syncd.app.runtime import open_runtime
 
     async with open_runtime(settings) as runtime:
-        registry = runtime.registry
         for uri, dest in wanted:
-            if uri.kind == "alias":
-                ref = await registry.alias_ref(uri.name, uri.value)
-            elif uri.kind == "stage":
-                ref = await registry.stage_ref(uri.name, uri.value)
+            if isinstance(uri, str):
+                desired = _of_store(uri)
             else:
-                ref = await registry.version_ref(uri.name, uri.value)
-            desired = await registry.resolve(ref, artifact_path)
-            print(
-                f"{uri} -> v{ref.version} -> run {desired.run_id} from {desired.source_uri}",
-                file=sys.stderr,
-            )
+                desired = await _resolve(runtime.registry, uri, artifact_path)
             store = FlatStore(dest)
             await asyncio.to_thread(store.prepare)
             lock = await _lock(store)
@@ -100,6 +117,21 @@ async def _fetch_all(
                 file=sys.stderr,
             )
     return 0
+
+
+async def _resolve(registry: Registry, uri: ModelUri, artifact_path: str) -> DesiredModel:
+    if uri.kind == "alias":
+        ref = await registry.alias_ref(uri.name, uri.value)
+    elif uri.kind == "stage":
+        ref = await registry.stage_ref(uri.name, uri.value)
+    else:
+        ref = await registry.version_ref(uri.name, uri.value)
+    desired = await registry.resolve(ref, artifact_path)
+    print(
+        f"{uri} -> v{ref.version} -> run {desired.run_id} from {desired.source_uri}",
+        file=sys.stderr,
+    )
+    return desired
 
 
 async def _lock(store: FlatStore) -> RootLock:

@@ -10,7 +10,16 @@ from typing import Literal
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
-_NOISY = ("botocore", "aiobotocore", "mlflow", "alembic", "aiohttp.access", "watchdog")
+_NOISY = (
+    "botocore",
+    "aiobotocore",
+    "mlflow",
+    "alembic",
+    "aiohttp.access",
+    "watchdog",
+    "azure",  # the SDK logs every request and response at INFO
+    "google",
+)
 # urllib3 warns on every retry; syncd reports the outcome once, in its own words.
 _QUIET = ("urllib3",)
 # Attributes every LogRecord has; anything else was passed with `extra=` and is kept.

@@ -129,7 +129,7 @@ async def open_runtime(
     """Everything a daemon or a one-shot sync needs, closed on exit."""
     metrics = metrics or Metrics()
     async with Sources.open(settings, metrics) as sources:
-        downloader = Downloader(settings.s3, sources.s3, metrics, proxy=sources.proxy)
+        downloader = Downloader(settings.s3, sources, metrics)
         try:
             yield Runtime(
                 settings, metrics, sources, downloader, Syncer(sources, downloader, metrics)

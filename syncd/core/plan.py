@@ -10,12 +10,25 @@ from typing import Literal
 from syncd.core.checksum import Algorithm
 from syncd.errors import quoted
 
-__all__ = ["CheckPlan", "ObjectFacts", "Range", "choose_check", "plan_ranges", "unquote_etag"]
+__all__ = [
+    "CheckPlan",
+    "ObjectFacts",
+    "Range",
+    "choose_check",
+    "is_md5_etag",
+    "plan_ranges",
+    "unquote_etag",
+]
 
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 Method = Literal["full-crc", "composite", "crc-parts", "multipart-etag", "whole", "size"]
+
+
+def is_md5_etag(etag: str) -> bool:
+    """An ETag that is the object's MD5 (S3 and S3-compatible servers, single-part uploads)."""
+    return bool(_MD5_HEX.match(etag))
 
 
 def unquote_etag(etag: str) -> str:
@@ -25,7 +38,11 @@ def unquote_etag(etag: str) -> str:
 
 @dataclass(frozen=True)
 class ObjectFacts:
-    """What the server says about one object (HeadObject / GetObject headers)."""
+    """What the store says about one object (a HEAD, or a whole GET's headers).
+
+    `etag` is the version token every read of it is pinned to: S3's and Azure's ETag, GCS's
+    generation. `checksums` are in S3's encoding whatever the store (CRCs and SHAs base64,
+    MD5 hex)."""
 
     size: int
     etag: str
@@ -34,6 +51,7 @@ class ObjectFacts:
     checksums: Mapping[Algorithm, str] = field(default_factory=dict)
     checksum_type: str | None = None  # FULL_OBJECT or COMPOSITE, where the server says
     server_side_encryption: str | None = None
+    unchecked_because: str = ""  # the store's words for why it states no checksum
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,7 @@ def choose_check(facts: ObjectFacts, mode: Literal["checksum", "size"]) -> Check
             # Real S3 marks composite values with -N and states the type; some servers
             # (moto) do neither, so accept whichever of the two the parts reproduce.
             return CheckPlan("crc-parts", algorithm, value)
-    for algorithm in (Algorithm.SHA256, Algorithm.SHA1):
+    for algorithm in (Algorithm.SHA256, Algorithm.SHA1, Algorithm.MD5):
         value = facts.checksums.get(algorithm)
         if value is None:
             continue
@@ -108,6 +126,8 @@ def choose_check(facts: ObjectFacts, mode: Literal["checksum", "size"]) -> Check
         return CheckPlan(
             "size", note="SSE-KMS object: its ETag is not an MD5 and it has no checksum"
         )
+    if facts.unchecked_because:
+        return CheckPlan("size", note=facts.unchecked_because)
     match = _MULTIPART_ETAG.match(etag)
     if match and multipart and facts.first_part_size and int(match.group(1)) == facts.parts_count:
         return CheckPlan("multipart-etag", Algorithm.MD5, etag)

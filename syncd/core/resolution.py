@@ -11,7 +11,8 @@ from syncd.errors import ResolutionError, quoted
 
 __all__ = ["ParentRun", "parse_model_context", "resolve_parent_run"]
 
-Basis = Literal["model_context", "parent_tag", "version_run"]
+# "uri": no registry at all, `syncd fetch` of a store URI (KServe's gs://, wasbs://, s3://).
+Basis = Literal["model_context", "parent_tag", "version_run", "uri"]
 
 
 @dataclass(frozen=True)

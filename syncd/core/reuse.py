@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from syncd.core.checksum import Algorithm
 from syncd.core.manifest import FileEntry, Manifest, RemoteObject
-from syncd.core.plan import ObjectFacts
+from syncd.core.plan import ObjectFacts, is_md5_etag
 
 __all__ = [
     "Identity",
@@ -64,8 +64,9 @@ def identity_of_entry(entry: FileEntry) -> Identity | None:
         return (kind, entry.checksum, entry.size, None)
     if kind.endswith("-composite") and entry.checksum and entry.part_size:
         return (kind, _without_part_count(entry.checksum), entry.size, entry.part_size)
-    if kind == "md5" and entry.etag and "-" not in entry.etag:
-        return ("md5", entry.etag, entry.size, None)
+    if kind == "md5" and entry.checksum and "-" not in entry.checksum:
+        # The MD5 checked: S3's single-part ETag, or a Content-MD5 (Azure) or md5Hash (GCS).
+        return ("md5", entry.checksum, entry.size, None)
     if kind == "md5-multipart" and entry.etag and entry.part_size:
         return ("md5-multipart", entry.etag, entry.size, entry.part_size)
     return None
@@ -76,9 +77,9 @@ def identities_of_object(facts: ObjectFacts) -> set[Identity]:
     size, part = facts.size, facts.first_part_size
     multipart = facts.parts_count is not None and facts.parts_count >= 1
     found: set[Identity] = set()
-    if facts.etag and "-" not in facts.etag:
+    if is_md5_etag(facts.etag):  # S3's single-part ETag (Azure's and GCS's tokens are not)
         found.add(("md5", facts.etag, size, None))
-    elif facts.etag and part:
+    elif "-" in facts.etag and part:
         found.add(("md5-multipart", facts.etag, size, part))
     for algorithm, value in facts.checksums.items():
         # A multipart object's CRC of unstated type may be either (verification tells them

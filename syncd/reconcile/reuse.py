@@ -12,12 +12,11 @@ from pathlib import Path
 from syncd.core.completion import all_or_first_error, to_completion
 from syncd.core.folder_plan import FolderPlan
 from syncd.core.manifest import RemoteObject
-from syncd.core.plan import ObjectFacts
+from syncd.core.plan import ObjectFacts, is_md5_etag
 from syncd.core.reuse import OnDisk, Reusable, identity_of_entry, index, match
 from syncd.errors import SyncdError
 from syncd.local.shared import bring_in, recorded_on_disk
 from syncd.local.store import LocalStore
-from syncd.remote.s3 import S3Location
 from syncd.remote.source import Location
 from syncd.transfer.engine import Downloader
 
@@ -34,7 +33,7 @@ async def find_on_disk(
     Only objects some recorded file could match are HEAD (one request each, 16 at a time,
     retried as the download's would be); where only single-part MD5 ETags are compared, the
     listing's ETag is enough."""
-    if not plan.fetch or not isinstance(location, S3Location):
+    if not plan.fetch or not await downloader.states_facts(location):
         return plan  # the MLflow proxy states no checksum: nothing to match by
     by_size = await asyncio.to_thread(lambda: index(store.manifests_on_disk(), run_id))
     taken: dict[str, Reusable] = {}
@@ -64,8 +63,17 @@ _AT_ONCE = 16  # HEADs and local re-checks in flight
 
 
 def _may_match(candidate: OnDisk, obj: RemoteObject) -> bool:
-    """Worth a HEAD: a checksum may match, or the listed ETag already does."""
-    return _kind(candidate) not in ("md5", "md5-multipart") or candidate.entry.etag == obj.etag
+    """Worth a HEAD: a checksum may match, or the listed ETag already does (where the
+    listing's ETag is the MD5 compared; elsewhere only a HEAD tells)."""
+    if _kind(candidate) not in ("md5", "md5-multipart") or not _md5_listed(obj):
+        return True
+    return candidate.entry.etag == obj.etag
+
+
+def _md5_listed(obj: RemoteObject) -> bool:
+    """The listing's ETag is an S3-style MD5 (single-part, or multipart with -N)."""
+    etag = obj.etag or ""
+    return is_md5_etag(etag.split("-", 1)[0])
 
 
 def _kind(candidate: OnDisk) -> str:
@@ -75,11 +83,11 @@ def _kind(candidate: OnDisk) -> str:
 
 
 async def _facts(
-    obj: RemoteObject, candidates: list[OnDisk], location: S3Location, downloader: Downloader
+    obj: RemoteObject, candidates: list[OnDisk], location: Location, downloader: Downloader
 ) -> ObjectFacts | None:
     """What the object states: the listing's ETag where only single-part MD5s are matched,
     else a HEAD (None when it fails: the download then reports it in its own words)."""
-    if obj.etag and all(_kind(candidate) == "md5" for candidate in candidates):
+    if obj.etag and is_md5_etag(obj.etag) and all(_kind(c) == "md5" for c in candidates):
         return ObjectFacts(size=obj.size, etag=obj.etag)
     try:
         return await downloader.object_facts(location.child(obj.path), obj)

@@ -47,8 +47,7 @@ from syncd.reconcile.build import (
 from syncd.reconcile.outcome import SyncOutcome, SyncProgress
 from syncd.reconcile.recorded import RecordedDamage, damaged_spans_or_none, recorded_damage
 from syncd.reconcile.reuse import find_on_disk, take_in
-from syncd.remote.s3 import S3Location
-from syncd.remote.source import Location, Sources
+from syncd.remote.source import Sources
 from syncd.transfer.engine import Downloader
 
 __all__ = ["SyncOutcome", "SyncProgress", "Syncer", "check_listing"]
@@ -276,7 +275,7 @@ class Syncer:
         async def patch(obj: RemoteObject, patch: Patch) -> None:
             try:
                 entry = await self._downloader.repair(
-                    _s3(build.location.child(obj.path)),
+                    build.location.child(obj.path),
                     patch.entry,
                     staging / obj.path,
                     patch.spans,
@@ -324,9 +323,3 @@ class Syncer:
 def _merge_wanted(manifest: Manifest | None, wanted: WantedBy) -> tuple[WantedBy, ...]:
     previous = manifest.wanted_by if manifest else ()
     return previous if wanted in previous else (*previous, wanted)
-
-
-def _s3(location: Location) -> S3Location:
-    # Only ranged S3 reads record range checksums, so only S3 files are ever patched.
-    assert isinstance(location, S3Location)
-    return location

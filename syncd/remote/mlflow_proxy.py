@@ -1,24 +1,27 @@
-"""Artifacts read through an MLflow server that proxies them (`mlflow-artifacts:/` URIs)."""
+"""Artifacts read through an MLflow server that proxies them (`mlflow-artifacts:/` URIs where
+the server's artifact destination is not known): whole files, nothing but their size to check."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 import aiohttp
 
 from syncd.core.manifest import RemoteObject
+from syncd.core.plan import ObjectFacts, Range
 from syncd.errors import RetryableError, SourceError
 from syncd.remote.failure import describe_failure, host_of, status_error
 from syncd.remote.retry import retry_reason
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
-from syncd.settings import MlflowSettings
+from syncd.remote.store import Capabilities, PlainGet
+from syncd.settings import MlflowSettings, Settings
 
-__all__ = ["MlflowArtifactProxy", "ProxiedLocation"]
+__all__ = ["MlflowArtifactProxy", "ProxiedLocation", "open_store", "parse"]
 
 _API = "/api/2.0/mlflow-artifacts/artifacts"
 _MAX_FOLDERS = 10_000
@@ -39,6 +42,21 @@ class ProxiedLocation:
         return ProxiedLocation(f"{self.path}/{relative.strip('/')}".strip("/"))
 
 
+def parse(uri: str) -> ProxiedLocation:
+    return ProxiedLocation(urlparse(uri).path.strip("/"))
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[MlflowArtifactProxy]:
+    if not (settings.mlflow.tracking_uri or "").startswith(("http://", "https://")):
+        raise SourceError(
+            "mlflow-artifacts:/ URIs are proxied by the MLflow server: set an http(s) "
+            "MLFLOW_TRACKING_URI, or s3.artifacts_destination to read them from the store"
+        )
+    async with MlflowArtifactProxy.open(settings.mlflow) as proxy:
+        yield proxy
+
+
 def auth_headers(settings: MlflowSettings) -> dict[str, str]:
     """The headers MLflow's own client would send for these credentials."""
     if settings.token:
@@ -51,6 +69,12 @@ def auth_headers(settings: MlflowSettings) -> dict[str, str]:
 
 class MlflowArtifactProxy:
     """List and stream artifacts through `/api/2.0/mlflow-artifacts/artifacts`."""
+
+    capabilities = Capabilities(
+        ranged=False,
+        unverified="read through the MLflow server, which offers no checksum: size checked, "
+        "MD5 recorded for later verification",
+    )
 
     def __init__(self, session: aiohttp.ClientSession, tracking_uri: str) -> None:
         self._session = session
@@ -129,15 +153,30 @@ class MlflowArtifactProxy:
             raise self._failed(f"reading {path}", exc) from exc
 
     @asynccontextmanager
-    async def get(self, path: str) -> AsyncIterator[aiohttp.StreamReader]:
-        """The artifact's body as a stream."""
+    async def open_get(
+        self, location: ProxiedLocation, byte_range: Range | None, pin: str | None
+    ) -> AsyncIterator[tuple[ObjectFacts | None, aiohttp.StreamReader]]:
+        """The artifact's body as a stream (whole: the proxy serves no ranges)."""
+        assert byte_range is None
+        path = location.path
         try:
             async with self._session.get(self._url(path)) as response:
                 if response.status != 200:
                     raise status_error(response.status, "", f"GET {path} via MLflow")
-                yield response.content
+                yield None, response.content
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._failed(f"GET {path}", exc) from exc
+
+    async def facts(self, location: ProxiedLocation, obj: RemoteObject) -> ObjectFacts:
+        raise SourceError(f"{location.uri}: the MLflow proxy states no object facts")
+
+    async def plain_get(
+        self, location: ProxiedLocation, byte_range: Range | None, pin: str | None
+    ) -> PlainGet:
+        raise SourceError(f"{location.uri}: read through the MLflow proxy's own client")
+
+    def facts_from_headers(self, headers: Mapping[str, str], pin: str | None) -> ObjectFacts:
+        return ObjectFacts(size=int(headers.get("content-length", 0)), etag="")
 
     def _failed(self, what: str, exc: BaseException) -> RetryableError:
         """A transport failure in plain words, the server named by its host only (a tracking

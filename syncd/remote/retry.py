@@ -8,24 +8,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, EndpointConnectionError
-
 from syncd.errors import RetriesExceededError, RetryableError
 
 __all__ = ["TRANSIENT", "RetryObserver", "RetryPolicy", "backoff_delay", "retry_reason"]
 
 T = TypeVar("T")
 
-# Errors that a fresh attempt can cure: connection resets, timeouts, 5xx, short bodies.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    RetryableError,
-    aiohttp.ClientError,
-    asyncio.TimeoutError,
-    ConnectionError,
-    BotoCoreError,
-    asyncio.IncompleteReadError,
-)
+# What a fresh attempt can cure (connection resets, timeouts, 5xx, short bodies), as every
+# store's adapter says it at its boundary: no library's own errors get this far.
+TRANSIENT: tuple[type[BaseException], ...] = (RetryableError,)
 
 
 class RetryObserver(Protocol):
@@ -48,7 +39,7 @@ def retry_reason(error: BaseException) -> str:
         return error.reason
     if isinstance(error, TimeoutError):
         return "timeout"
-    if isinstance(error, ConnectionError | EndpointConnectionError):
+    if isinstance(error, ConnectionError):
         return "connection"
     name = type(error).__name__
     if "Timeout" in name:

@@ -1,115 +1,93 @@
-"""Where a run's artifacts are listed and read from: S3 directly, S3 mapped from a proxy URI,
-or the proxy. (Downloads go through the transfer engine, over the same stores.)"""
+"""Where a run's artifacts are listed and read from: whichever store its URI names, opened on
+first use (syncd.remote.stores), with `mlflow-artifacts:/` URIs mapped into the server's
+artifact destination where it is known and read through the MLflow server otherwise."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 from syncd.core.manifest import RemoteObject
-from syncd.errors import SourceError, quoted
-from syncd.remote.mlflow_proxy import MlflowArtifactProxy, ProxiedLocation
+from syncd.errors import SourceError
 from syncd.remote.retry import RetryObserver, RetryPolicy
-from syncd.remote.s3 import S3Location, S3ObjectStore, parse_s3_uri
+from syncd.remote.store import Location, ObjectStore
+from syncd.remote.stores import SCHEMES, module_for, scheme_of
 from syncd.settings import Settings
 
-__all__ = ["Location", "ObjectStore", "ProxiedLocation", "Sources", "locate"]
-
-L = TypeVar("L", contravariant=True)
-
-
-Location = S3Location | ProxiedLocation
-
-
-class ObjectStore(Protocol[L]):
-    """What every artifact store answers, whatever its kind of location."""
-
-    async def list_objects(self, location: L) -> list[RemoteObject]: ...
-
-    async def read(self, location: L) -> bytes | None: ...
+__all__ = ["Location", "ObjectStore", "Sources", "locate"]
 
 
 def locate(uri: str, artifacts_destination: str | None) -> Location:
-    """The location an artifact URI names; proxy URIs map into S3 when the destination is known."""
+    """The location an artifact URI names; proxy URIs map into the artifact destination
+    (any store's URI) when it is known."""
     uri = uri.rstrip("/")
-    if uri.startswith("s3://"):
-        return parse_s3_uri(uri)
-    if uri.startswith("mlflow-artifacts:"):
+    if uri.startswith("mlflow-artifacts:") and artifacts_destination:
         path = urlparse(uri).path.strip("/")
-        if artifacts_destination:
-            return parse_s3_uri(f"{artifacts_destination.rstrip('/')}/{path}")
-        return ProxiedLocation(path)
-    scheme = uri.split(":", 1)[0] if ":" in uri else "a local path"
-    raise SourceError(
-        f"artifact URI {quoted(uri)} uses {scheme}; syncd reads s3:// and mlflow-artifacts:/"
-    )
+        return locate(f"{artifacts_destination.rstrip('/')}/{path}", None)
+    return module_for(uri).parse(uri)
 
 
 class Sources:
-    """Lists and reads from whichever kind of location a URI names."""
+    """Lists and reads from whichever store a location belongs to; each store is opened the
+    first time a location of its kind is met and closed with the Sources."""
 
     def __init__(
         self,
-        s3: S3ObjectStore,
-        proxy: MlflowArtifactProxy | None,
-        artifacts_destination: str | None,
+        settings: Settings | None,
         retry: RetryPolicy,
+        opened: Mapping[str, ObjectStore[Any]] | None = None,
     ) -> None:
-        self._s3 = s3
-        self._proxy = proxy
-        self._artifacts_destination = artifacts_destination
+        """`opened`: stores already open, by module (`syncd.remote.s3`, ...), or by "*" for
+        one store that reads every location (tests)."""
+        self._settings = settings
         self._retry = retry
+        self._stores: dict[str, ObjectStore[Any]] = dict(opened or {})
+        self._stack = AsyncExitStack()
+        self._opening = asyncio.Lock()
+        destination = settings.s3.artifacts_destination if settings else None
+        self._artifacts_destination = destination
 
     @classmethod
     @asynccontextmanager
     async def open(
         cls, settings: Settings, observer: RetryObserver | None = None
     ) -> AsyncIterator[Sources]:
-        async with AsyncExitStack() as stack:
-            s3 = await stack.enter_async_context(S3ObjectStore.open(settings.s3))
-            proxy = None
-            uri = settings.mlflow.tracking_uri or ""
-            if uri.startswith(("http://", "https://")):
-                proxy = await stack.enter_async_context(MlflowArtifactProxy.open(settings.mlflow))
-            retry = RetryPolicy(settings.s3.max_attempts, observer)
-            yield cls(s3, proxy, settings.s3.artifacts_destination, retry)
-
-    @property
-    def s3(self) -> S3ObjectStore:
-        return self._s3
-
-    @property
-    def proxy(self) -> MlflowArtifactProxy | None:
-        return self._proxy
+        sources = cls(settings, RetryPolicy(settings.s3.max_attempts, observer))
+        async with sources._stack:
+            yield sources
 
     def locate(self, uri: str) -> Location:
         return locate(uri, self._artifacts_destination)
 
-    def _require_proxy(self, location: ProxiedLocation) -> MlflowArtifactProxy:
-        if self._proxy is None:
-            raise SourceError(
-                f"{location.uri} is proxied by the MLflow server: set an http(s) "
-                "MLFLOW_TRACKING_URI, or s3.artifacts_destination to read it from S3"
-            )
-        return self._proxy
-
-    def _store(self, location: Location) -> ObjectStore[Any]:
-        if isinstance(location, S3Location):
-            return self._s3
-        return self._require_proxy(location)
+    async def store_for(self, location: Location) -> ObjectStore[Any]:
+        """The store that reads `location`, opened now if it is the first of its kind."""
+        if "*" in self._stores:
+            return self._stores["*"]
+        name = SCHEMES[scheme_of(location.uri)]
+        store = self._stores.get(name)
+        if store is not None:
+            return store
+        async with self._opening:
+            if name not in self._stores:
+                if self._settings is None:
+                    raise SourceError(f"no store is open for {location.uri}")
+                opener = module_for(location.uri).open_store(self._settings)
+                self._stores[name] = await self._stack.enter_async_context(opener)
+            return self._stores[name]
 
     async def list_objects(self, location: Location) -> list[RemoteObject]:
         """Every object under the location (retried on transient errors)."""
-        store = self._store(location)
+        store = await self.store_for(location)
         return await self._retry.run(
             f"listing {location.uri}", lambda: store.list_objects(location)
         )
 
     async def read(self, location: Location) -> bytes | None:
         """A small file's bytes, or None when it is absent (retried on transient errors)."""
-        store = self._store(location)
+        store = await self.store_for(location)
         return await self._retry.run(f"reading {location.uri}", lambda: store.read(location))
 
     async def read_uri(self, uri: str) -> bytes | None:

@@ -8,8 +8,9 @@ fell from 5.0 to 2.2 s and wall time by about a quarter (`python -m tests.bench.
 `aio reads` row). The event loop still plans, bounds, retries and cancels every part; only the
 byte pump is here.
 
-Requests go to presigned URLs (SigV4 from the aiobotocore client and its credential chain), so
-no signing happens in threads; `Range` and `If-Match` are plain headers outside the signature.
+Requests are the store's `PlainGet`s: a presigned URL (S3's SigV4, Azure's SAS) or a URL and a
+bearer token (GCS, Azure AD), made on the event loop, so no signing happens in threads; `Range`
+and the pin are plain headers (or a query parameter) outside any signature.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from urllib.parse import urlsplit
 from syncd.core.plan import Range
 from syncd.errors import LocalWriteError, RetryableError, SyncdError
 from syncd.remote.failure import status_error
-from syncd.remote.s3 import check_content_range
+from syncd.remote.ranges import check_content_range
+from syncd.remote.store import PlainGet
 
 __all__ = ["Abort", "BlockingRangeReader", "Write"]
 
 # Where a pump thread hands each buffer-full: (bytes, offset in the file).
 Write = Callable[[memoryview, int], None]
 
+# S3 and Azure Blob both say why in an XML body (`<Code>SlowDown</Code>`); GCS in JSON, where
+# the status alone decides.
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
@@ -110,56 +114,39 @@ class BlockingRangeReader:
             return http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._ssl)
         return http.client.HTTPConnection(netloc, timeout=self._timeout)
 
-    def read_range(
-        self,
-        url: str,
-        byte_range: Range,
-        etag: str,
-        write: Write,
-        abort: Abort,
-    ) -> None:
-        """GET `byte_range` of `url` pinned to `etag`; hand each buffer-full to `write(data,
-        offset)`. Runs in a worker thread. Raises syncd errors: RetryableError for what another
-        attempt may cure, ObjectChangedError, SourceError."""
-        uri = url.split("?")[0]
+    def read_range(self, get: PlainGet, byte_range: Range, write: Write, abort: Abort) -> None:
+        """GET `byte_range` as `get` says (pinned by its headers or URL); hand each
+        buffer-full to `write(data, offset)`. Runs in a worker thread. Raises syncd errors:
+        RetryableError for what another attempt may cure, ObjectChangedError, SourceError."""
+        uri = get.url.split("?")[0]
 
         def receive(response: http.client.HTTPResponse, buffer: mmap.mmap) -> None:
             if response.status not in (200, 206):
-                raise _status_error(response.status, response.read(65536), f"GET {uri}", etag)
+                raise _status_error(response.status, response.read(65536), f"GET {uri}", get.pin)
             length = int(response.getheader("Content-Length") or -1)
             check_content_range(uri, response.getheader("Content-Range"), length, byte_range)
             _pump(response, buffer, byte_range.start, byte_range.length, write, abort, uri)
 
-        # Every part is pinned to the version planned against: a replaced object fails with
-        # 412 instead of splicing two versions into one file.
-        headers = {"Range": byte_range.header, "If-Match": f'"{etag}"'}
-        self._exchange(url, headers, abort, receive)
+        self._exchange(get.url, {**get.headers, "Range": byte_range.header}, abort, receive)
 
     def read_object(
-        self,
-        url: str,
-        etag: str | None,
-        start: Callable[[dict[str, str]], Write],
-        abort: Abort,
+        self, get: PlainGet, start: Callable[[dict[str, str]], Write], abort: Abort
     ) -> None:
-        """GET a whole object with its checksum headers (`url` must be presigned with
-        ChecksumMode). `start(headers)` sees the response headers (lower-case names) before
-        any byte and returns where the bytes go."""
-        uri = url.split("?")[0]
+        """GET a whole object as `get` says (which asks for its checksum headers).
+        `start(headers)` sees the response headers (lower-case names) before any byte and
+        returns where the bytes go."""
+        uri = get.url.split("?")[0]
 
         def receive(response: http.client.HTTPResponse, buffer: mmap.mmap) -> None:
             if response.status != 200:
-                raise _status_error(response.status, response.read(65536), f"GET {uri}", etag)
+                raise _status_error(response.status, response.read(65536), f"GET {uri}", get.pin)
             write = start({name.lower(): value for name, value in response.getheaders()})
             length = int(response.getheader("Content-Length") or -1)
             if length < 0:
                 raise RetryableError(f"GET {uri}: no Content-Length", "bad_response")
             _pump(response, buffer, 0, length, write, abort, uri)
 
-        headers = {"x-amz-checksum-mode": "ENABLED"}
-        if etag:
-            headers["If-Match"] = f'"{etag}"'
-        self._exchange(url, headers, abort, receive)
+        self._exchange(get.url, dict(get.headers), abort, receive)
 
     def _exchange(
         self,

@@ -1,7 +1,8 @@
 """The transfer engine: objects into files through a reader, verified as they stream.
 
-`Downloader.download` picks the shape of a transfer (one whole GET for a small object or a
-proxied one; parallel ranged GETs into a preallocated file otherwise, resumable), and
+`Downloader.download` picks the shape of a transfer (one whole GET for a small object, or for
+any from a store without ranged reads; parallel ranged GETs into a preallocated file otherwise,
+resumable), and
 `_fetch` runs every GET of either shape the same way: a request slot, the in-flight gauge,
 retries, and progress taken back when an attempt fails. What the bytes are checked against
 is decided in `core.verification`; how they are read is the reader's business.
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from syncd.core.checksum import Algorithm, Hasher, encode_crc, encode_digest, new_hasher
 from syncd.core.completion import all_or_first_error
@@ -35,35 +36,27 @@ from syncd.local.direct import RangeWriter
 from syncd.local.files import open_existing, open_preallocated
 from syncd.local.resume import PartMap, ResumeState
 from syncd.local.writeback import Writeback
-from syncd.remote.mlflow_proxy import MlflowArtifactProxy, ProxiedLocation
 from syncd.remote.retry import RetryPolicy
-from syncd.remote.s3 import S3Location
+from syncd.remote.store import Location, ObjectStore, StoreLookup
 from syncd.settings import S3Settings
 from syncd.transfer.observer import NullObserver, TransferObserver
 from syncd.transfer.ordered import OrderedHasher
-from syncd.transfer.readers import GetRequest, Reader, S3Reading, default_reader
+from syncd.transfer.readers import GetRequest, Reader, ReaderByStore, reader_for
 from syncd.transfer.sinks import Decide, RangeSink, Sink, WholeSink
-from syncd.transfer.steps import head_object, open_writer, rehash
+from syncd.transfer.steps import open_writer, rehash
 
 __all__ = ["Downloader", "NullObserver", "Progress", "TransferObserver"]
 
 S = TypeVar("S", bound=Sink)
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-Location = S3Location | ProxiedLocation
-
-_PROXIED = CheckPlan(
-    "size",
-    Algorithm.MD5,  # not checked against anything: recorded for later deep verification
-    note="read through the MLflow server, which offers no checksum: size checked, "
-    "MD5 recorded for later verification",
-)
 
 
 @dataclass(frozen=True)
 class _Transfer:
     """What one object's transfer is about."""
 
+    store: ObjectStore[Any]
     location: Location  # the object's own location
     obj: RemoteObject  # as listed: the manifest records the listing
     dest: Path
@@ -78,19 +71,19 @@ class Downloader:
     def __init__(
         self,
         settings: S3Settings,
-        store: S3Reading,
+        stores: StoreLookup,
         observer: TransferObserver | None = None,
         *,
         reader: Reader | None = None,
-        proxy: MlflowArtifactProxy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         writeback: Writeback | None = None,
         io: ThreadPoolExecutor | None = None,
     ) -> None:
-        """`reader`: how bytes are read (default: `default_reader` over `store` and `proxy`);
-        `io`: the pool for file work and hashing (default: one of its own, closed with it)."""
+        """`stores`: which store reads a location; `reader`: how bytes are read (default: each
+        store's `reader_for`); `io`: the pool for file work and hashing (default: one of its
+        own, closed with it)."""
         self._settings = settings
-        self._store = store
+        self._stores = stores
         self._observer: TransferObserver = observer or NullObserver()
         self._retry = RetryPolicy(settings.max_attempts, self._observer, sleep)
         self._requests = asyncio.Semaphore(settings.max_concurrency)
@@ -98,7 +91,7 @@ class Downloader:
         self._io = io or ThreadPoolExecutor(
             max_workers=max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="syncd-io"
         )
-        self._reader = reader or default_reader(settings, store, proxy, self._io)
+        self._reader = reader or ReaderByStore(lambda store: reader_for(settings, store, self._io))
         self._writeback = writeback or Writeback()
         self.direct_files = 0  # files whose ranges skipped the page cache (tests count them)
 
@@ -121,7 +114,8 @@ class Downloader:
 
         With `resume`, ranges a previous (killed) attempt completed are not fetched again.
         """
-        transfer = _Transfer(location, obj, dest, progress)
+        store = await self._stores.store_for(location)
+        transfer = _Transfer(store, location, obj, dest, progress)
         try:
             return await self._download_once(transfer, resume)
         except ChecksumMismatchError:
@@ -137,30 +131,20 @@ class Downloader:
         counted = replace(transfer, progress=tally)
         try:
             location, obj = transfer.location, transfer.obj
-            if isinstance(location, ProxiedLocation):
-                return await self._whole(counted, _proxied(obj))
+            if not transfer.store.capabilities.ranged:
+                return await self._whole(counted, _unverified(transfer.store, obj))
             multipart_etag_listed = obj.etag is not None and "-" in obj.etag
             if obj.size <= self._settings.part_size and not multipart_etag_listed:
-                return await self._whole(counted, self._decide(location, obj))
+                return await self._whole(counted, _decide(location, obj, self._settings.verify))
             return await self._ranged(counted, resume)
         except ChecksumMismatchError:
             tally.take_back()  # the whole file is fetched again
             raise
 
-    def _decide(self, location: S3Location, obj: RemoteObject) -> Decide:
-        """For a whole GET: the same object as listed? which check do its headers call for?"""
-
-        def decide(facts: ObjectFacts | None) -> tuple[ObjectFacts, CheckPlan]:
-            assert facts is not None  # S3 answers a whole GET with the object's headers
-            check_same_object(location.uri, obj, facts)
-            return facts, choose_check(facts, self._settings.verify)
-
-        return decide
-
     async def _whole(self, transfer: _Transfer, decide: Decide) -> FileEntry:
         """A small object in one GET; its checksum headers come with the response."""
         obj = transfer.obj
-        request = GetRequest(transfer.location, obj.size, etag=obj.etag)
+        request = GetRequest(transfer.store, transfer.location, obj.size, etag=obj.etag)
         sink = await self._fetch(
             request, lambda counted: WholeSink(transfer.dest, decide, counted), transfer.progress
         )  # the file is closed: by the sink's end, or by `_fetch` when an attempt failed
@@ -170,7 +154,7 @@ class Downloader:
         check, hashers = sink.check, sink.hashers
         found = candidates(check, [(obj.size, hashers.check)], hashers.check)
         crcs = ((obj.size, hashers.crc32c.value),) if obj.size else ()
-        if check is _PROXIED:
+        if not transfer.store.capabilities.ranged:  # `_unverified`: an MD5 to record
             assert hashers.check is not None
             entry = verified_entry(obj, sink.facts, check, found, sink.written)
             return replace(entry, etag=None, checksum=encode_digest(Algorithm.MD5, hashers.check))
@@ -179,7 +163,6 @@ class Downloader:
     async def _ranged(self, transfer: _Transfer, resume: ResumeState | None) -> FileEntry:
         """A large object in parallel ranged GETs pinned to its ETag, into one file."""
         location, obj, progress = transfer.location, transfer.obj, transfer.progress
-        assert isinstance(location, S3Location)
         facts = await self.object_facts(location, obj)
         check = choose_check(facts, self._settings.verify)
         ranges = plan_ranges(
@@ -203,7 +186,7 @@ class Downloader:
                 hashed[byte_range] = await self._rehash(fd, byte_range, check)
                 progress(byte_range.length)
             else:
-                request = GetRequest(location, obj.size, byte_range, facts.etag)
+                request = GetRequest(transfer.store, location, obj.size, byte_range, facts.etag)
                 sink = await self._fetch(
                     request,
                     lambda counted: RangeSink(writer, check, byte_range, counted, self._writeback),
@@ -227,7 +210,7 @@ class Downloader:
 
     async def repair(
         self,
-        location: S3Location,
+        location: Location,
         entry: FileEntry,
         dest: Path,
         spans: tuple[Span, ...],
@@ -242,12 +225,13 @@ class Downloader:
         etag = entry.etag
         assert etag is not None
         size_only = CheckPlan("size")  # the ranges feed only their CRC32C
+        store = await self._stores.store_for(location)
         writer = await self._opened(open_existing, dest)
 
         async def one(span: Span) -> None:
             byte_range = Range(span.start, span.end)
             sink = await self._fetch(
-                GetRequest(location, entry.size, byte_range, etag),
+                GetRequest(store, location, entry.size, byte_range, etag),
                 lambda counted: RangeSink(writer, size_only, byte_range, counted, self._writeback),
                 progress,
             )
@@ -312,9 +296,15 @@ class Downloader:
         self.direct_files += writer.direct
         return writer
 
-    async def object_facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
-        """HEAD the object (and its first part, for a multipart upload's part layout)."""
-        return await head_object(self._retry, self._store, location, obj)
+    async def states_facts(self, location: Location) -> bool:
+        """Whether the location's store states object facts (size, token, checksums)."""
+        return (await self._stores.store_for(location)).capabilities.ranged
+
+    async def object_facts(self, location: Location, obj: RemoteObject) -> ObjectFacts:
+        """The object's facts now (a HEAD; for S3's multipart uploads, the part layout too),
+        checked to be the object listed."""
+        store = await self._stores.store_for(location)
+        return await self._retry.run(f"HEAD {location.uri}", lambda: store.facts(location, obj))
 
     async def _rehash(self, fd: int, byte_range: Range, check: CheckPlan) -> RangeHashers:
         """A range a killed attempt left on disk: hashed from disk, not fetched again."""
@@ -375,8 +365,23 @@ async def _resumable(
     return part_map, part_map.done()
 
 
-def _proxied(obj: RemoteObject) -> Decide:
+def _unverified(store: ObjectStore[Any], obj: RemoteObject) -> Decide:
+    """For a store that states no checksum (the MLflow proxy): the size is checked, and an MD5
+    recorded (checked against nothing) for a later deep verification."""
+    check = CheckPlan("size", Algorithm.MD5, note=store.capabilities.unverified)
+
     def decide(facts: ObjectFacts | None) -> tuple[ObjectFacts, CheckPlan]:
-        return ObjectFacts(size=obj.size, etag=""), _PROXIED
+        return ObjectFacts(size=obj.size, etag=""), check
+
+    return decide
+
+
+def _decide(location: Location, obj: RemoteObject, verify: Literal["checksum", "size"]) -> Decide:
+    """For a whole GET: the same object as listed? which check do its headers call for?"""
+
+    def decide(facts: ObjectFacts | None) -> tuple[ObjectFacts, CheckPlan]:
+        assert facts is not None  # a ranged store answers a whole GET with its facts
+        check_same_object(location.uri, obj, facts)
+        return facts, choose_check(facts, verify)
 
     return decide

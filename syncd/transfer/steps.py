@@ -1,24 +1,19 @@
-"""The engine's file and object steps that hold no state of its own: opening a file's
-writer through a cancellation, re-hashing a range already on disk, the HEAD of an object."""
+"""The engine's file steps that hold no state of its own: opening a file's writer through a
+cancellation, re-hashing a range already on disk."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import replace
 
 from syncd.core.completion import to_completion
-from syncd.core.manifest import RemoteObject
-from syncd.core.plan import CheckPlan, ObjectFacts, Range
-from syncd.core.verification import RangeHashers, check_same_object
+from syncd.core.plan import CheckPlan, Range
+from syncd.core.verification import RangeHashers
 from syncd.local.direct import RangeWriter
 from syncd.local.files import hash_exactly
-from syncd.remote.retry import RetryPolicy
-from syncd.remote.s3 import S3Location
-from syncd.transfer.readers import S3Reading
 
-__all__ = ["head_object", "open_writer", "rehash"]
+__all__ = ["open_writer", "rehash"]
 
 
 async def open_writer(direct: bool, opener: Callable[..., int], *args: object) -> RangeWriter:
@@ -45,19 +40,3 @@ async def rehash(io: Executor, fd: int, byte_range: Range, check: CheckPlan) -> 
         )
     )
     return hashers
-
-
-async def head_object(
-    retry: RetryPolicy, store: S3Reading, location: S3Location, obj: RemoteObject
-) -> ObjectFacts:
-    """The object's facts by HEAD, checked to be the object listed, with its part layout
-    (a HEAD of part 1) where it was uploaded in parts."""
-    facts = await retry.run(f"HEAD {location.uri}", lambda: store.head(location))
-    check_same_object(location.uri, obj, facts)
-    if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
-        first = await retry.run(
-            f"HEAD part 1 of {location.uri}", lambda: store.head(location, part_number=1)
-        )
-        if first.parts_count:  # one part counts: its checksums are per part too
-            facts = replace(facts, parts_count=first.parts_count, first_part_size=first.size)
-    return facts

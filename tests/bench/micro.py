@@ -25,7 +25,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from awscrt import checksums
 
-from syncd.remote.presign import UrlSigner
+from syncd.remote.s3.presign import UrlSigner
 
 _BLOCK = 1 << 20
 _IMPORTS = (

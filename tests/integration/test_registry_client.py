@@ -91,6 +91,10 @@ def test_a_one_shot_sync_never_imports_mlflow(
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "syncd.remote.mlflow_rest" in imported
     assert not {module for module in imported if module.split(".")[0] == "mlflow"}
+    # The stores are loaded by scheme: an S3 model loads no cloud SDK it does not read.
+    assert "syncd.remote.s3.store" in imported
+    assert not {module for module in imported if module.split(".")[0] in ("azure", "google")}
+    assert not {"syncd.remote.azure", "syncd.remote.gcs"} & imported
 
 
 def test_an_auth_variable_or_plugin_hands_the_registry_to_mlflows_client(

@@ -14,6 +14,7 @@ from botocore.config import Config
 from syncd.core.plan import Range
 from syncd.errors import LocalWriteError, ObjectChangedError, RetryableError
 from syncd.metrics import Metrics
+from syncd.remote.store import PlainGet
 from syncd.transfer.blocking_get import Abort, BlockingRangeReader
 from tests.conftest import BUCKET
 from tests.integration.test_transfer import MiB, download, put
@@ -98,7 +99,8 @@ def _read(reader: BlockingRangeReader, url: str, size: int, etag: str) -> bytes:
     def write(data: memoryview, offset: int) -> None:
         out[offset : offset + len(data)] = data
 
-    reader.read_range(url, Range(0, size), etag, write, Abort())
+    get = PlainGet(url, {"If-Match": f'"{etag}"'}, etag)
+    reader.read_range(get, Range(0, size), write, Abort())
     return bytes(out)
 
 
@@ -137,8 +139,9 @@ def test_a_disk_error_mid_range_drops_the_connection_it_left_half_read(
     def full_disk(data: memoryview, offset: int) -> None:
         raise LocalWriteError(OSError(errno.ENOSPC, "No space left on device"))
 
+    get = PlainGet(url, {"If-Match": f'"{etag}"'}, etag)
     with pytest.raises(LocalWriteError):
-        reader.read_range(url, Range(0, len(data)), etag, full_disk, Abort())
+        reader.read_range(get, Range(0, len(data)), full_disk, Abort())
     assert _read(reader, url, len(data), etag) == data
 
 

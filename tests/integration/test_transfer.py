@@ -27,6 +27,7 @@ from syncd.local.direct import filesystem_type
 from syncd.local.writeback import Writeback, sync_file_range_write
 from syncd.metrics import Metrics
 from syncd.remote.s3 import S3Location, S3ObjectStore
+from syncd.remote.store import OneStore
 from syncd.settings import S3Settings
 from syncd.transfer.blocking_get import BlockingRangeReader
 from syncd.transfer.engine import Downloader
@@ -62,7 +63,7 @@ async def downloading(
     """A download of `key` running in a task, yielded once its first bytes have arrived."""
     async with S3ObjectStore.open(settings) as store:
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, store, sleep=no_sleep)
+        downloader = Downloader(settings, OneStore(store), sleep=no_sleep)
         received = Received()
         try:
             task = asyncio.create_task(
@@ -124,7 +125,7 @@ async def download(
         location = S3Location(BUCKET, key)
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
         obj = RemoteObject(listed.path, listed.size, listed.etag)
-        downloader = Downloader(s3_settings, store, metrics or Metrics(), sleep=no_sleep)
+        downloader = Downloader(s3_settings, OneStore(store), metrics or Metrics(), sleep=no_sleep)
         progress: list[int] = []
         try:
             entry = await downloader.download(location, obj, dest, progress.append)
@@ -141,7 +142,7 @@ async def download_listed(
     it counted)."""
     async with S3ObjectStore.open(settings) as store:
         (listed,) = await store.list_objects(S3Location(BUCKET, key.rsplit("/", 1)[0]))
-        downloader = Downloader(settings, store, sleep=no_sleep, **extra)
+        downloader = Downloader(settings, OneStore(store), sleep=no_sleep, **extra)
         try:
             entry = await downloader.download(S3Location(BUCKET, key), listed, dest, lambda _: None)
         finally:
@@ -371,7 +372,7 @@ async def test_object_replaced_during_download_fails_loudly(
         # Someone overwrites the object after syncd listed it: every ranged GET carries
         # IfMatch with the listed ETag, so no part of the new version can be mixed in.
         s3_client.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(9 * MiB))
-        downloader = Downloader(s3_settings, store, sleep=no_sleep)
+        downloader = Downloader(s3_settings, OneStore(store), sleep=no_sleep)
         try:
             with pytest.raises(ObjectChangedError):
                 await downloader.download(

@@ -180,8 +180,8 @@ class SimDaemon:
         self.status = StatusBoard(self.metrics, [t.name for t in settings.targets])
         self.roots = Roots(settings.targets, self.metrics, self.status, 5.0)
         retry = RetryPolicy(3, self.metrics, no_sleep)
-        sources = Sources(world.store, None, None, retry)  # type: ignore[arg-type]
-        self.downloader = Downloader(settings.s3, world.store, self.metrics, sleep=no_sleep)
+        sources = Sources(None, retry, {"*": world.store})
+        self.downloader = Downloader(settings.s3, sources, self.metrics, sleep=no_sleep)
         registry = MlflowRegistry(
             "http://sim", settings.resolution, sources.read_uri, client=world.client
         )

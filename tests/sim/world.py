@@ -39,6 +39,7 @@ from syncd.metrics import Metrics
 from syncd.reconcile.syncer import Syncer
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.source import Sources
+from syncd.remote.store import OneStore
 from syncd.settings import S3Settings
 from syncd.transfer.engine import Downloader
 from tests.support.fake_store import FakeObjectStore
@@ -116,9 +117,9 @@ class World:
             part_size=32 * KiB, chunk_size=8 * KiB, max_attempts=3, threaded_reads=False
         )
         self.metrics = Metrics()
-        self.downloader = Downloader(settings, self.store, self.metrics, sleep=no_sleep)
+        self.downloader = Downloader(settings, OneStore(self.store), self.metrics, sleep=no_sleep)
         retry = RetryPolicy(3, self.metrics, no_sleep)
-        self.syncer = Syncer(Sources(self.store, None, None, retry), self.downloader, self.metrics)  # type: ignore[arg-type]
+        self.syncer = Syncer(Sources(None, retry, {"*": self.store}), self.downloader, self.metrics)
 
     def _put(self, run: str, path: str, size: int) -> None:
         multipart = size > 64 * KiB and self.rng.random() < 0.5

@@ -1,8 +1,8 @@
 """An in-memory object store that answers as S3ObjectStore does, with faults on request.
 
-The seam for engine and syncer tests that need no server process: the Downloader (with
-`threaded_reads` off, so it reads through `get`) and the Syncer (through `Sources`) run over
-it unchanged. Shapes from Amazon S3's API reference and the clients that speak it: ETags are
+The seam for engine and syncer tests that need no server process: the Downloader (which
+reads it through `open_get`: it offers no plain HTTP) and the Syncer (through `Sources`) run
+over it unchanged. Shapes from Amazon S3's API reference and the clients that speak it: ETags are
 the MD5 of the bytes for a single PUT and, for a multipart upload, the MD5 of the concatenated
 part MD5s plus `-N` (as s3transfer's and botocore's uploads produce them); `HeadObject` with
 `PartNumber=1` answers the first part's `ContentLength` and `PartsCount`; a `GetObject` with a
@@ -14,7 +14,7 @@ in syncd's words, through the same table the real store uses (`remote.failure.st
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,8 +22,12 @@ from typing import Any, Literal
 from syncd.core.checksum import multipart_etag
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range
+from syncd.core.verification import check_same_object
 from syncd.remote.failure import status_error
-from syncd.remote.s3 import S3Location, check_content_range
+from syncd.remote.ranges import check_content_range
+from syncd.remote.s3 import S3Location
+from syncd.remote.s3.store import part_layout
+from syncd.remote.store import Capabilities, PlainGet
 
 Fault = Literal["503", "429", "412", "404", "short", "wrong", "long"]
 
@@ -51,6 +55,7 @@ class FakeObjectStore:
     objects: dict[str, StoredObject] = field(default_factory=dict)
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     gets: list[tuple[str, str | None]] = field(default_factory=list)  # (key, Range header)
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(ranged=True))
 
     def put(self, bucket: str, key: str, data: bytes, part_size: int | None = None) -> None:
         self.objects[f"{bucket}/{key}"] = StoredObject(data, part_size)
@@ -92,13 +97,21 @@ class FakeObjectStore:
             )
         return ObjectFacts(size=len(obj.data), etag=obj.etag)
 
-    async def presign_get(
-        self, location: S3Location, expires: int = 3600, checksums: bool = False
-    ) -> str:
-        raise AssertionError("the fake store is read through get(): set threaded_reads off")
+    async def facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
+        facts = await self.head(location)
+        check_same_object(location.uri, obj, facts)
+        return await part_layout(self.head, location, facts)
+
+    async def plain_get(
+        self, location: S3Location, byte_range: Range | None, pin: str | None
+    ) -> PlainGet:
+        raise AssertionError("the fake store offers no plain HTTP: it is read through open_get")
+
+    def facts_from_headers(self, headers: Mapping[str, str], pin: str | None) -> ObjectFacts:
+        raise AssertionError("the fake store answers open_get with facts")
 
     @asynccontextmanager
-    async def get(
+    async def open_get(
         self, location: S3Location, byte_range: Range | None, etag: str | None
     ) -> AsyncIterator[tuple[ObjectFacts | None, Any]]:
         name = f"{location.bucket}/{location.prefix}"

@@ -148,7 +148,12 @@ class FaultyS3Proxy:
                     content_type="application/xml",
                 )
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=headers, data=body
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            # No body, none sent: aiohttp would add a Content-Type to b"", which Azure's
+            # shared-key signature covers.
+            data=body or None,
         ) as upstream:
             payload = await upstream.read()
             out_headers = {

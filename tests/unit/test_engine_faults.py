@@ -13,6 +13,7 @@ import pytest
 from syncd.core.manifest import RemoteObject
 from syncd.errors import ChecksumMismatchError, ObjectChangedError, RetriesExceededError
 from syncd.remote.s3 import S3Location
+from syncd.remote.store import OneStore
 from syncd.settings import S3Settings
 from syncd.transfer.engine import Downloader
 from tests.support.daemon import eventually
@@ -32,7 +33,7 @@ async def fetch(
     store: FakeObjectStore, key: str, dest: Path, settings: S3Settings = SETTINGS
 ) -> tuple[object, list[int]]:
     (listed,) = [o for o in await store.list_objects(S3Location("b", "run")) if o.path == key]
-    downloader = Downloader(settings, store, sleep=no_sleep)
+    downloader = Downloader(settings, OneStore(store), sleep=no_sleep)
     progress: list[int] = []
     try:
         entry = await downloader.download(

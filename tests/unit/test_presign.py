@@ -10,7 +10,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from syncd.remote.presign import UrlSigner
+from syncd.remote.s3.presign import UrlSigner
 
 KEYS = [
     "runs/0123/artifacts/model.safetensors",

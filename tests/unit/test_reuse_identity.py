@@ -43,10 +43,25 @@ def test_a_multipart_etag_matches_only_over_the_same_part_layout() -> None:
     assert not matches(entry("md5-multipart"), facts(etag="abd-2"))
 
 
+MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+
 def test_a_single_part_md5_etag_matches_the_same_etag_and_size() -> None:
-    recorded = entry("md5", etag="d41d8cd9", part_size=None)
-    assert matches(recorded, facts(etag="d41d8cd9", parts_count=None, first_part_size=None))
-    assert not matches(recorded, facts(etag="d41d8cd9", size=SIZE + 1, parts_count=None))
+    recorded = entry("md5", etag=MD5, checksum=MD5, part_size=None)
+    assert matches(recorded, facts(etag=MD5, parts_count=None, first_part_size=None))
+    assert not matches(recorded, facts(etag=MD5, size=SIZE + 1, parts_count=None))
+
+
+def test_an_md5_stated_beside_an_opaque_token_matches_by_the_md5() -> None:
+    """Azure's Content-MD5 and GCS's md5Hash come beside a version token that is no MD5: the
+    MD5 checked is what names the bytes, and a token that looks like nothing S3 writes is
+    never taken for one."""
+    recorded = entry("md5", etag="0x8DC1A2B3C4D5E6F", checksum=MD5, part_size=None)
+    stated = facts(etag="0x8DD0000000000AA", parts_count=None, first_part_size=None)
+    assert not matches(recorded, stated)
+    assert matches(recorded, facts(**{**stated.__dict__, "checksums": {Algorithm.MD5: MD5}}))
+    generation = facts(etag="1733650000123456", parts_count=None, first_part_size=None)
+    assert not matches(entry("md5", etag="1733650000123456", checksum=MD5), generation)
 
 
 def test_full_object_and_composite_checksums_match_as_s3_writes_them() -> None:

@@ -16,6 +16,7 @@ from syncd.metrics import Metrics
 from syncd.reconcile.syncer import Syncer
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.source import Sources
+from syncd.remote.store import OneStore
 from syncd.settings import S3Settings
 from syncd.transfer.engine import Downloader
 from tests.support.fake_store import FakeObjectStore
@@ -40,8 +41,8 @@ def fake() -> FakeObjectStore:
 async def syncer(fake: FakeObjectStore) -> AsyncIterator[Syncer]:
     settings = S3Settings(part_size=4 * MiB, chunk_size=256 * 1024, threaded_reads=False)
     metrics = Metrics()
-    downloader = Downloader(settings, fake, metrics, sleep=no_sleep)
-    sources = Sources(fake, None, None, RetryPolicy(3, metrics, no_sleep))  # type: ignore[arg-type]
+    downloader = Downloader(settings, OneStore(fake), metrics, sleep=no_sleep)
+    sources = Sources(None, RetryPolicy(3, metrics, no_sleep), {"*": fake})
     yield Syncer(sources, downloader, metrics)
     downloader.close()
 

@@ -1,13 +1,17 @@
-"""S3 through aiobotocore: listing, HEAD facts, ranged GETs; botocore errors translated here."""
+"""S3 through aiobotocore: listing, HEAD facts, ranged GETs (async, or presigned for the pump
+threads); botocore's errors translated here, at the store's boundary."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -21,23 +25,21 @@ from botocore.exceptions import (
 from syncd.core.checksum import Algorithm
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range, unquote_etag
+from syncd.core.verification import check_same_object
 from syncd.errors import ChecksumMismatchError, RetryableError, SourceError
 from syncd.remote.failure import status_error
-from syncd.remote.presign import UrlSigner
+from syncd.remote.ranges import check_content_range
 from syncd.remote.retry import retry_reason
+from syncd.remote.s3.presign import UrlSigner
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
+from syncd.remote.store import Capabilities, PlainGet
 from syncd.settings import S3Settings
 
-__all__ = [
-    "S3Location",
-    "S3ObjectStore",
-    "check_content_range",
-    "facts_from_http_headers",
-    "parse_s3_uri",
-]
+__all__ = ["S3Location", "S3ObjectStore", "facts_from_http_headers", "parse_s3_uri", "part_layout"]
 
 _BOTOCORE_MISMATCH = re.compile(r"Expected checksum (\S+) did not match calculated checksum: (\S+)")
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_URL_RENEW_AFTER = 900.0  # presigned URLs live an hour; renewed after a quarter of it
+_URLS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,22 @@ def translate(error: Exception, what: str, etag: str | None = None) -> Exception
         return SourceError(f"{what}: no AWS credentials found (env, profile, IRSA or IMDS)")
     if isinstance(error, EndpointConnectionError):
         return RetryableError(f"{what}: cannot connect to S3 endpoint: {error}", "connection")
-    if isinstance(error, BotoCoreError | OSError | TimeoutError):
+    if isinstance(error, BotoCoreError | OSError | TimeoutError | aiohttp.ClientError):
         return RetryableError(f"{what}: {type(error).__name__}: {error}", retry_reason(error))
+    if isinstance(error, asyncio.IncompleteReadError):
+        return RetryableError(f"{what}: short body", "bad_response")
     return error
 
 
 class S3ObjectStore:
     """The few S3 calls syncd makes, on one pooled aiobotocore client."""
 
+    capabilities = Capabilities(ranged=True, plain_http=True)
+
     def __init__(self, client: Any, signer: UrlSigner) -> None:
         self._client = client
         self._signer = signer
+        self._urls: dict[tuple[str, bool], tuple[str, float]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -188,7 +195,45 @@ class S3ObjectStore:
             response = await self._client.head_object(**kwargs)
         except Exception as exc:
             raise translate(exc, f"HEAD {location.uri}") from exc
-        return facts_from_headers(response)
+        return _facts_from_response(response)
+
+    async def facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
+        """HEAD, checked to be the object listed, with the upload's part layout (a HEAD of
+        part 1) where it was uploaded in parts."""
+        facts = await self.head(location)
+        check_same_object(location.uri, obj, facts)
+        return await part_layout(self.head, location, facts)
+
+    def facts_from_headers(self, headers: Mapping[str, str], pin: str | None) -> ObjectFacts:
+        return facts_from_http_headers(headers)
+
+    async def plain_get(
+        self, location: S3Location, byte_range: Range | None, pin: str | None
+    ) -> PlainGet:
+        """A presigned URL (renewed well before its hour is up), `If-Match` the pin; a whole
+        GET asks for the object's checksum headers, which its signature covers."""
+        whole = byte_range is None
+        url = await self._presigned(location, checksums=whole)
+        headers = {"x-amz-checksum-mode": "ENABLED"} if whole else {}
+        if pin:
+            # Every part is pinned to the version planned against: a replaced object fails
+            # with 412 instead of splicing two versions into one file.
+            headers["If-Match"] = f'"{pin}"'
+        return PlainGet(url, headers, pin)
+
+    async def _presigned(self, location: S3Location, checksums: bool) -> str:
+        now = time.monotonic()
+        key = (location.uri, checksums)
+        cached = self._urls.get(key)
+        if cached is not None and now - cached[1] < _URL_RENEW_AFTER:
+            return cached[0]
+        url = await self.presign_get(location, expires=3600, checksums=checksums)
+        if len(self._urls) >= _URLS_KEPT:
+            # Bounded: thousands of small objects each sign once; dropping a URL only costs
+            # signing it again (~0.08 ms, `python -m tests.bench.micro`).
+            self._urls.clear()
+        self._urls[key] = (url, now)
+        return url
 
     async def presign_get(
         self, location: S3Location, expires: int = 3600, checksums: bool = False
@@ -204,7 +249,7 @@ class S3ObjectStore:
             raise translate(exc, f"presigning {location.uri}") from exc
 
     @asynccontextmanager
-    async def get(
+    async def open_get(
         self, location: S3Location, byte_range: Range | None, etag: str | None
     ) -> AsyncIterator[tuple[ObjectFacts | None, Any]]:
         """Open a GET (ranged when `byte_range`), checked against the ETag and Content-Range.
@@ -236,7 +281,7 @@ class S3ObjectStore:
                 )
                 yield None, _Body(body, location.uri)
             else:
-                yield facts_from_headers(response), _Body(body, location.uri)
+                yield _facts_from_response(response), _Body(body, location.uri)
         finally:
             body.close()
 
@@ -261,30 +306,6 @@ class _Body:
             raise translate(exc, f"reading GET {self._uri}") from exc
 
 
-def check_content_range(
-    uri: str, content_range: str | None, length: int, byte_range: Range
-) -> None:
-    """A ranged response must carry exactly the bytes asked for (RetryableError if not).
-
-    Some servers answer a ranged GET with 200 and a correct Content-Range (rclone); without
-    one, the length must match.
-    """
-    if content_range:
-        match = _CONTENT_RANGE.match(content_range)
-        if not match or (int(match.group(1)), int(match.group(2)) + 1) != (
-            byte_range.start,
-            byte_range.end,
-        ):
-            raise RetryableError(
-                f"GET {uri}: asked for {byte_range.header}, got Content-Range {content_range}",
-                "bad_response",
-            )
-    elif length != byte_range.length:
-        raise RetryableError(
-            f"GET {uri}: asked for {byte_range.header}, got {length} bytes", "bad_response"
-        )
-
-
 def facts_from_http_headers(headers: Mapping[str, str]) -> ObjectFacts:
     """ObjectFacts from a GET response's raw headers (names in lower case)."""
     checksums: dict[Algorithm, str] = {
@@ -303,7 +324,7 @@ def facts_from_http_headers(headers: Mapping[str, str]) -> ObjectFacts:
     )
 
 
-def facts_from_headers(response: dict[str, Any]) -> ObjectFacts:
+def _facts_from_response(response: dict[str, Any]) -> ObjectFacts:
     """ObjectFacts from a HeadObject/GetObject response."""
     checksums: dict[Algorithm, str] = {
         algorithm: str(response[algorithm.s3_field])
@@ -319,3 +340,15 @@ def facts_from_headers(response: dict[str, Any]) -> ObjectFacts:
         checksum_type=response.get("ChecksumType"),
         server_side_encryption=response.get("ServerSideEncryption"),
     )
+
+
+async def part_layout(
+    head: Callable[..., Awaitable[ObjectFacts]], location: S3Location, facts: ObjectFacts
+) -> ObjectFacts:
+    """`facts` with the part count and first part's size, for an object uploaded in parts
+    (a multipart ETag or composite checksum): what a per-part check must cut ranges by."""
+    if "-" in facts.etag or any("-" in value for value in facts.checksums.values()):
+        first = await head(location, part_number=1)
+        if first.parts_count:  # one part counts: its checksums are per part too
+            return replace(facts, parts_count=first.parts_count, first_part_size=first.size)
+    return facts
