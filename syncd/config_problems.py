@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-__all__ = ["describe_validation", "unknown_variables", "variable_names"]
+__all__ = ["TAG", "describe_validation", "unknown_variables", "variable_names"]
+
+# Tagged unions (an `after_sync` entry) name their member in an error's location; a person
+# wrote `after_sync.0.webhook.url`, not the tag, so tags starting with this are left out.
+TAG = "kind:"
 
 STANDARD_VARIABLES = {
     ("mlflow", "tracking_uri"): "MLFLOW_TRACKING_URI",
@@ -59,33 +63,36 @@ def _source_of(location: tuple[Any, ...], environ: Mapping[str, str], file: str 
     return file or "settings"
 
 
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The settings model a field holds (`S3Settings`, `list[TargetSettings]`, ...), if any."""
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """The settings models a field holds (`S3Settings`, `list[TargetSettings]`, each member of
+    a union), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for inner in get_args(annotation) for model in _nested_models(inner)]
 
 
 def _known_keys(root: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
     """The keys allowed at a location of the settings tree (for "did you mean")."""
-    model = root
+    models = [root]
     for part in location:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(str(part))
-        if field is None:
+        fields = [
+            model.model_fields[str(part)] for model in models if str(part) in model.model_fields
+        ]
+        models = [nested for field in fields for nested in _nested_models(field.annotation)]
+        if not models:
             return []
-        nested = _nested_model(field.annotation)
-        if nested is None:
-            return []
-        model = nested
-    return list(model.model_fields)
+    return sorted({key for model in models for key in model.model_fields})
+
+
+def _location(problem: ErrorDetails) -> tuple[Any, ...]:
+    return tuple(p for p in problem["loc"] if not (isinstance(p, str) and p.startswith(TAG)))
 
 
 def _message(root: type[BaseModel], problem: ErrorDetails) -> tuple[str, str | None]:
     """What is wrong, and (for an unknown key) the key it probably meant."""
-    location = tuple(problem["loc"])
+    location = _location(problem)
     if problem["type"] == "extra_forbidden" and location:
         key = str(location[-1])
         close = difflib.get_close_matches(key, _known_keys(root, location[:-1]), n=1)
@@ -107,7 +114,7 @@ def describe_validation(
     meant: set[tuple[Any, ...]] = set()
     lines = []
     for problem in problems:
-        location = tuple(problem["loc"])
+        location = _location(problem)
         if problem["type"] == "missing" and location in meant:
             continue
         message, close = _message(root, problem)
@@ -124,9 +131,8 @@ def variable_names(model: type[BaseModel], prefix: str = "SYNCD_") -> list[str]:
     for name, field in model.model_fields.items():
         variable = f"{prefix}{name.upper()}"
         names.append(variable)
-        nested = _nested_model(field.annotation)
-        if nested is not None:
-            names += variable_names(nested, f"{variable}__")
+        for nested in _nested_models(field.annotation):
+            names += [n for n in variable_names(nested, f"{variable}__") if n not in names]
     return names
 
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -26,9 +23,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from syncd.config_problems import describe_validation, secret_variables, unknown_variables
 from syncd.environment import standard_environment
 from syncd.errors import ConfigError, cut, quoted
-from syncd.units import expand_variables, parse_duration, parse_size
+from syncd.hook_settings import (
+    CommandEntry,
+    DominoRestartEntry,
+    DominoRestartHook,
+    HookSettings,
+    WebhookEntry,
+    WebhookHook,
+)
+from syncd.units import Bytes, Seconds, Strict, expand_variables, parse_duration
 
 __all__ = [
+    "CommandEntry",
+    "DominoRestartEntry",
     "DominoRestartHook",
     "DominoSettings",
     "HookSettings",
@@ -38,90 +45,14 @@ __all__ = [
     "S3Settings",
     "Settings",
     "TargetSettings",
+    "WebhookEntry",
     "WebhookHook",
     "load_settings",
     "parse_duration",
 ]
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DominoRestartHook(_Strict):
-    """Stop, then start, the Domino Model API that serves `model` once its folder is in place."""
-
-    model: str = Field(min_length=1)
-    model_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    # Unset: the Model API's active version, looked up in its project at each restart, so a
-    # newly activated Domino model version needs no change here.
-    model_version_id: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    project_id: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    stop_timeout: Seconds = 600.0  # how long to wait for the deployment to stop
-    # LLM endpoints build and load slowly: the hook succeeds only once Domino says Running.
-    start_timeout: Seconds = 900.0
-    poll_interval: Seconds = 5.0
-
-
-class WebhookHook(_Strict):
-    """POST a signed JSON document about the folder to `url`."""
-
-    url: str
-    secret: SecretStr | None = None
-    # The secret from an environment variable of this name instead of the file.
-    secret_env: str | None = None
-    timeout: Seconds = 10.0
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value) < 10:
-            # Not the value: a mistyped Slack URL still carries its token.
-            raise ValueError(
-                f"must be an http(s):// URL (got {len(value)} characters that are not)"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _secret_from_environment(self) -> WebhookHook:
-        if self.secret_env is not None:
-            value = os.environ.get(self.secret_env)
-            if not value:
-                raise ValueError(f"secret_env names {self.secret_env}, which is not set")
-            self.secret = SecretStr(value)
-        return self
-
-
-class HookSettings(_Strict):
-    """One entry of a target's `after_sync` list: exactly one kind of hook."""
-
-    domino_restart: DominoRestartHook | None = None
-    webhook: WebhookHook | None = None
-    command: list[str] | None = Field(default=None, min_length=1)
-    attempts: int = Field(default=5, ge=1, le=20)
-    timeout: Seconds = 300.0  # a command's time limit
-    # Variables a command inherits beyond PATH, HOME, the locale and the SYNCD_* facts.
-    pass_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> HookSettings:
-        kinds = [k for k in ("domino_restart", "webhook", "command") if getattr(self, k)]
-        if len(kinds) != 1:
-            raise ValueError(
-                "each after_sync entry is one of domino_restart, webhook or command"
-                + (f" (this one has {', '.join(kinds)})" if kinds else "")
-            )
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("domino_restart", "webhook", "command") if getattr(self, k))
-
-
-class DominoSettings(_Strict):
+class DominoSettings(Strict):
     """The Domino API for `domino_restart` hooks (DOMINO_API_HOST / DOMINO_API_PROXY)."""
 
     api_host: str | None = None
@@ -140,7 +71,7 @@ class DominoSettings(_Strict):
     project_id: str | None = None
 
 
-class TargetSettings(_Strict):
+class TargetSettings(Strict):
     """One dataset folder kept in step with one alias (or stage) of a set of models."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -184,7 +115,7 @@ class TargetSettings(_Strict):
         return f"alias {self.alias}" if self.alias else f"stage {self.stage}"
 
 
-class S3Settings(_Strict):
+class S3Settings(Strict):
     """How objects are read from S3 and how they are checked."""
 
     endpoint_url: str | None = None
@@ -226,7 +157,7 @@ class S3Settings(_Strict):
         return value.rstrip("/") if value else value
 
 
-class MlflowSettings(_Strict):
+class MlflowSettings(Strict):
     """Where the registry is; credentials come from MLflow's own variables."""
 
     tracking_uri: str | None = None
@@ -252,7 +183,7 @@ class MlflowSettings(_Strict):
         return value.rstrip("/") if value else value
 
 
-class ResolutionSettings(_Strict):
+class ResolutionSettings(Strict):
     """How a registered version is traced back to the run that holds the binaries."""
 
     context_path: str = "artifacts/model_context.json"
@@ -261,7 +192,7 @@ class ResolutionSettings(_Strict):
     allow_foreign_parent: bool = False
 
 
-class HttpSettings(_Strict):
+class HttpSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8888, ge=0, le=65535)
     enabled: bool = True
@@ -313,7 +244,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _domino_for_restarts(self) -> Settings:
         restarts = [
-            h.domino_restart for t in self.targets for h in t.after_sync if h.domino_restart
+            h.domino_restart
+            for t in self.targets
+            for h in t.after_sync
+            if isinstance(h, DominoRestartEntry)
         ]
         if restarts and not (self.domino.api_host or self.domino.api_proxy):
             raise ValueError(

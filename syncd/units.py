@@ -1,12 +1,16 @@
-"""Values people write in a config: durations (`30s`), sizes (`8MiB`), `${VAR:-default}`."""
+"""Values people write in a config: durations (`30s`), sizes (`8MiB`), `${VAR:-default}`; and
+the pydantic types and base model the settings are made of."""
 
 from __future__ import annotations
 
 import os
 import re
 from datetime import timedelta
+from typing import Annotated
 
-__all__ = ["expand_variables", "parse_duration", "parse_size"]
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = ["Bytes", "Seconds", "Strict", "expand_variables", "parse_duration", "parse_size"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -66,3 +70,13 @@ def expand_variables(text: str) -> str:
         raise ValueError(f"names ${{{name}}}, which is not set (or write ${{{name}:-DEFAULT}})")
 
     return _VARIABLE.sub(value, text)
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+class Strict(BaseModel):
+    """A settings model that refuses keys it does not know."""
+
+    model_config = ConfigDict(extra="forbid")

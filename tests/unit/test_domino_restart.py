@@ -10,14 +10,14 @@ import pytest
 
 from syncd.reconcile.hooks import HookEvent, HookRunner
 from syncd.remote.domino import Deployment, parse_deployment
-from syncd.settings import DominoSettings, HookSettings
+from syncd.settings import DominoRestartEntry, DominoSettings
 from tests.support.fake_domino import FakeDomino
 
 EVENT = HookEvent("prod", "llm", "3", "alias production", "a" * 32, "/x", 1, 1, 0.1, {})
 
 
-def restart_hook(**restart: Any) -> HookSettings:
-    return HookSettings.model_validate(
+def restart_hook(**restart: Any) -> DominoRestartEntry:
+    return DominoRestartEntry.model_validate(
         {
             "domino_restart": {
                 "model": "llm",

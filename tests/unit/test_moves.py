@@ -13,10 +13,10 @@ from syncd.core.manifest import FileEntry, Manifest
 from syncd.local.store import LocalStore
 from syncd.reconcile.hooks import HookEvent, HookResult, HookRunner
 from syncd.reconcile.moves import fire_once
-from syncd.settings import DominoSettings, HookSettings
+from syncd.settings import CommandEntry, DominoSettings, HookSettings
 
 RUN = "c" * 32
-HOOKS = [HookSettings(command=["true"])]
+HOOKS: list[HookSettings] = [CommandEntry(command=["true"])]
 
 
 class Counting(HookRunner):

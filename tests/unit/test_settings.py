@@ -4,7 +4,8 @@ from typing import Any
 import pytest
 
 from syncd.errors import ConfigError
-from syncd.settings import load_settings, parse_duration, parse_size
+from syncd.settings import load_settings
+from syncd.units import parse_duration, parse_size
 
 MINIMAL = """
 poll_interval: 30s
@@ -151,6 +152,13 @@ def test_shipped_example_config_is_valid(clean_env: pytest.MonkeyPatch) -> None:
         ({"webhook": {"url": "https://h.example/x", "secret_env": "NOPE_UNSET"}}, "NOPE_UNSET"),
         ({}, "each after_sync entry is one of domino_restart, webhook or command"),
         ({"command": []}, "targets.0.after_sync.0.command"),
+        (
+            {"webhok": {"url": "https://h.example/x"}},
+            "webhok: unknown key (did you mean 'webhook'?)",
+        ),
+        ({"webhook": {"url": "https://h.example/x"}, "command": ["true"]}, "has webhook, command"),
+        # A time limit is a command's: on a webhook it is a mistake, not ignored.
+        ({"webhook": {"url": "https://h.example/x"}, "timeout": "5s"}, "0.timeout: unknown key"),
     ],
 )
 def test_bad_hooks_are_refused_naming_the_key(

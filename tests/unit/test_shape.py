@@ -20,6 +20,7 @@ LAYERS = {
     "config_problems": 0,
     "environment": 0,
     "units": 0,
+    "hook_settings": 0,
     "metrics": 0,
     "__init__": 0,
     "local": 1,

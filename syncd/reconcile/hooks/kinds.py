@@ -12,7 +12,13 @@ from syncd.reconcile.hooks.domino_restart import DominoRestart
 from syncd.reconcile.hooks.event import Hook, HookEvent, HookResult, Retry
 from syncd.reconcile.hooks.retry import HookRetry
 from syncd.reconcile.hooks.webhook import Webhook
-from syncd.settings import DominoSettings, HookSettings
+from syncd.settings import (
+    CommandEntry,
+    DominoRestartEntry,
+    DominoSettings,
+    HookSettings,
+    WebhookEntry,
+)
 
 __all__ = ["Attempted", "hook_for"]
 
@@ -21,14 +27,15 @@ log = logging.getLogger(__name__)
 
 def hook_for(settings: HookSettings, domino: DominoSettings, backoff: float) -> Hook:
     """The hook an `after_sync` entry names, with its retries."""
-    retry = HookRetry(settings.attempts, backoff)
-    if settings.domino_restart is not None:
-        return DominoRestart(settings.domino_restart, domino, retry)
-    if settings.webhook is not None:
+    if isinstance(settings, DominoRestartEntry):
+        return DominoRestart(settings.domino_restart, domino, HookRetry(settings.attempts, backoff))
+    if isinstance(settings, WebhookEntry):
+        retry = HookRetry(settings.attempts, backoff)
         return Attempted("webhook", Webhook(settings.webhook).attempt, retry)
-    assert settings.command is not None  # settings allow exactly one kind per entry
-    command = Command(settings.command, settings.timeout, settings.pass_env)
-    return Attempted("command", command.attempt, retry)
+    if isinstance(settings, CommandEntry):
+        command = Command(settings.command, settings.timeout, settings.pass_env)
+        return Attempted("command", command.attempt, HookRetry(settings.attempts, backoff))
+    raise AssertionError(f"no hook for {settings!r}")  # settings refuse entries of no kind
 
 
 class Attempted:
