@@ -20,8 +20,9 @@ from pathlib import Path
 from syncd.core.desired import DesiredModel, ModelVersionRef, Registry
 from syncd.core.model_uri import ModelUri, parse_model_uri
 from syncd.errors import LocalStoreError, SyncdError, UsageError
-from syncd.local.flat import FlatStore
+from syncd.local.flat import drop_others, flat_store
 from syncd.local.lock import RootLock, take_root
+from syncd.local.store import LocalStore
 from syncd.settings import Settings
 
 __all__ = ["pairs", "run_fetch"]
@@ -76,7 +77,7 @@ def _source(uri: str) -> Source:
 
 def _of_store(uri: str) -> DesiredModel:
     """A store URI as a desired model: no version, and a folder key made from the URI (a
-    FlatStore keeps one model: the key only tells its manifest which source it holds)."""
+    fetch destination keeps one model: the key only tells its manifest which source it holds)."""
     key = hashlib.sha256(uri.encode()).hexdigest()[:32]
     return DesiredModel(ModelVersionRef(uri, "", f"uri {uri}"), key, "uri", uri)
 
@@ -92,12 +93,12 @@ async def _fetch_all(
                 desired = _of_store(uri)
             else:
                 desired = await _resolve(runtime.registry, uri, artifact_path)
-            store = FlatStore(dest)
+            store = flat_store(dest)
             await asyncio.to_thread(store.prepare)
             lock = await _lock(store)
             try:
                 outcome = await runtime.syncer.ensure(store, "fetch", desired)
-                removed = await asyncio.to_thread(store.drop_others, outcome.manifest)
+                removed = await asyncio.to_thread(drop_others, store, outcome.manifest)
             finally:
                 lock.release()
             checks = sorted({entry.verified_by for entry in outcome.manifest.files})
@@ -134,7 +135,7 @@ async def _resolve(registry: Registry, uri: ModelUri, artifact_path: str) -> Des
     return desired
 
 
-async def _lock(store: FlatStore) -> RootLock:
+async def _lock(store: LocalStore) -> RootLock:
     lock = RootLock(store.root)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _LOCK_WAIT

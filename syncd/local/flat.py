@@ -18,31 +18,39 @@ from syncd.errors import LocalStoreError
 from syncd.local.inside import InsideFolder
 from syncd.local.store import LocalStore
 
-__all__ = ["FlatStore"]
+__all__ = ["Destination", "drop_others", "flat_store"]
 
 
-class FlatStore(LocalStore):
-    """`LocalStore` whose run folder is the destination itself."""
+def flat_store(dest: Path) -> LocalStore:
+    """A store whose run folder is `dest` itself, its bookkeeping in `dest/.syncd/`."""
+    return LocalStore(dest, Destination(dest))
+
+
+class Destination:
+    """The layout of a fetch destination: every run's folder is the destination itself."""
 
     def __init__(self, dest: Path) -> None:
-        super().__init__(dest)
         self.dest = dest
 
-    def run_dir(self, run_id: str) -> Path:
-        super().run_dir(run_id)  # the run id is still checked before it names anything
+    def run_dir(self, store: LocalStore, run_id: str) -> Path:
         return self.dest
 
-    def foreign_folders(self) -> list[str]:
+    def foreign_folders(self, store: LocalStore) -> list[str]:
         return []
 
-    def remove(self, run_id: str) -> None:
-        """Never: this store's run folder is the destination itself, which LocalStore's
-        `remove` would rename away whole (`drop_others` removes another version's files one
-        by one instead)."""
+    def remove(self, store: LocalStore, run_id: str) -> None:
+        """Never: the destination is the run folder, which a run-folder layout would rename
+        away whole (`drop_others` removes another version's files one by one instead)."""
         raise LocalStoreError(f"{self.dest}: a fetch destination is never removed whole")
 
     def publish(
-        self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
+        self,
+        store: LocalStore,
+        staging: Path,
+        run_id: str,
+        *,
+        owned: bool,
+        known: set[str] | None = None,
     ) -> None:
         """Move the built files into the destination, each replacing what was there.
 
@@ -53,7 +61,7 @@ class FlatStore(LocalStore):
             for path in sorted(staging.rglob("*"))
             if path.is_file() and not path.is_symlink()
         ]
-        mine = {entry.path for manifest in self.manifests_on_disk() for entry in manifest.files}
+        mine = {entry.path for manifest in store.manifests_on_disk() for entry in manifest.files}
         inside = InsideFolder(self.dest)
         theirs = [p for p in built if p not in mine and inside.lstat(p) is not None]
         if theirs:
@@ -64,28 +72,30 @@ class FlatStore(LocalStore):
             )
         for relative in built:
             target = self.dest / relative
-            self.real_dir(target.parent)
+            store.real_dir(target.parent)
             if target.is_symlink() or target.is_dir():
                 raise LocalStoreError(f"{target} is not a plain file: not replacing it")
             os.replace(staging / relative, target)
-        self.discard(staging)
+        store.discard(staging)
 
-    def drop_others(self, keep: Manifest) -> list[str]:
-        """Files an earlier fetch of another version left that `keep` does not have: removed,
-        with that version's manifest (they are syncd's own: a manifest lists them)."""
-        wanted = {entry.path for entry in keep.files}
-        removed = []
-        for manifest in self.manifests_on_disk():
-            if manifest.run_id == keep.run_id:
-                continue
-            inside = InsideFolder(self.dest)
-            for entry in manifest.files:
-                if entry.path not in wanted:
-                    # Every folder on the way checked: a link planted at `sub/` must not make
-                    # `sub/config.json` a file outside DEST.
-                    path = inside.regular_file(entry.path)
-                    if path is not None:
-                        path.unlink()
-                        removed.append(entry.path)
-            self.manifest_path(manifest.run_id).unlink(missing_ok=True)
-        return removed
+
+def drop_others(store: LocalStore, keep: Manifest) -> list[str]:
+    """Files an earlier fetch of another version left in the destination that `keep` does
+    not have: removed, with that version's manifest (they are syncd's own: a manifest lists
+    them)."""
+    wanted = {entry.path for entry in keep.files}
+    removed = []
+    for manifest in store.manifests_on_disk():
+        if manifest.run_id == keep.run_id:
+            continue
+        inside = InsideFolder(store.root)
+        for entry in manifest.files:
+            if entry.path not in wanted:
+                # Every folder on the way checked: a link planted at `sub/` must not make
+                # `sub/config.json` a file outside DEST.
+                path = inside.regular_file(entry.path)
+                if path is not None:
+                    path.unlink()
+                    removed.append(entry.path)
+        store.manifest_path(manifest.run_id).unlink(missing_ok=True)
+    return removed

@@ -18,8 +18,9 @@ from syncd.core.manifest import Manifest
 from syncd.errors import LocalStoreError, UnsafeKeyError, cut, quoted
 from syncd.local.damage import DamageLog
 from syncd.local.inside import InsideFolder
+from syncd.local.layout import Layout, RunFolders
 from syncd.local.resume import ResumeState
-from syncd.local.swap import extra_entries, flush, publish
+from syncd.local.swap import extra_entries, flush
 
 __all__ = ["LocalStore", "manifest_lock"]
 
@@ -39,10 +40,12 @@ def manifest_lock(root: Path, run_id: str) -> threading.Lock:
 
 
 class LocalStore:
-    """`{root}/{run_id}` for endpoints; `{root}/.syncd/` for syncd's own bookkeeping."""
+    """A dataset folder: its run folders where `layout` puts them (`{root}/{run_id}` by
+    default, `RunFolders`), and `{root}/.syncd/` for syncd's own bookkeeping."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, layout: Layout | None = None) -> None:
         self.root = root
+        self.layout: Layout = layout or RunFolders()
         self.meta = root / ".syncd"
         self.staging = self.meta / "staging"
         self.manifests = self.meta / "manifests"
@@ -133,7 +136,7 @@ class LocalStore:
             raise LocalStoreError(
                 f"refusing run id {quoted(run_id)}: not 32 lowercase hex characters"
             )
-        return self.root / run_id
+        return self.layout.run_dir(self, run_id)
 
     def manifest_path(self, run_id: str) -> Path:
         self.run_dir(run_id)
@@ -235,25 +238,12 @@ class LocalStore:
         return found
 
     def foreign_folders(self) -> list[str]:
-        """Folders under the root syncd did not create (no manifest): reported, never touched."""
-        foreign = []
-        for child in sorted(self.root.iterdir()):
-            if child.name.startswith(".") or not child.is_dir():
-                continue
-            if not is_run_id(child.name) or not self.manifest_path(child.name).exists():
-                foreign.append(child.name)
-        return foreign
+        """Folders under the root syncd did not create: reported, never touched."""
+        return self.layout.foreign_folders(self)
 
     def remove(self, run_id: str) -> None:
-        """Take a run folder syncd created out of the dataset: renamed away first, so it vanishes
-        at once and whole, then deleted; its manifest last."""
-        folder = self.run_dir(run_id)
-        if folder.exists():
-            self.real_dir(self.trash)
-            aside = self.trash / f"{run_id}.{time.time_ns()}"
-            os.rename(folder, aside)
-            self.discard(aside)
-        self.manifest_path(run_id).unlink(missing_ok=True)
+        """Take a run folder syncd created out of the dataset (as the layout does it)."""
+        self.layout.remove(self, run_id)
 
     def check_space(self, needed: int) -> None:
         """Fail before downloading when the dataset cannot hold `needed` more bytes."""
@@ -270,6 +260,5 @@ class LocalStore:
     def publish(
         self, staging: Path, run_id: str, *, owned: bool, known: set[str] | None = None
     ) -> None:
-        """Make `staging` the published folder of `run_id` in one rename (`swap.publish`);
-        a store with another layout (`FlatStore`) publishes its own way."""
-        publish(self, staging, run_id, owned=owned, known=known)
+        """Make `staging` the published folder of `run_id`, as the layout does it."""
+        self.layout.publish(self, staging, run_id, owned=owned, known=known)

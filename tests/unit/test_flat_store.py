@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import LocalStoreError
-from syncd.local.flat import FlatStore
+from syncd.local.flat import flat_store
 
 RUN = "c" * 32
 
 
 def test_a_destination_is_never_renamed_away_whole(tmp_path: Path) -> None:
     dest = tmp_path / "mnt-models"
-    store = FlatStore(dest)
+    store = flat_store(dest)
     store.prepare()
     (dest / "config.json").write_text("{}")
     with pytest.raises(LocalStoreError, match="never removed whole"):
