@@ -36,7 +36,7 @@ from syncd.core.plan import ObjectFacts, Range
 from syncd.core.verification import check_same_object
 from syncd.errors import RetryableError, SourceError
 from syncd.remote.failure import describe_failure, status_error
-from syncd.remote.http_get import open_http_get, session
+from syncd.remote.http_get import open_plain_get, session
 from syncd.remote.retry import retry_reason
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
 from syncd.remote.store import Body, Capabilities, PlainGet
@@ -185,16 +185,7 @@ class AzureStore:
     def open_get(
         self, location: AzureLocation, byte_range: Range | None, pin: str | None
     ) -> AbstractAsyncContextManager[tuple[ObjectFacts | None, Body]]:
-        return self._open_get(location, byte_range, pin)
-
-    @asynccontextmanager
-    async def _open_get(
-        self, location: AzureLocation, byte_range: Range | None, pin: str | None
-    ) -> AsyncIterator[tuple[ObjectFacts | None, Body]]:
-        get = await self.plain_get(location, byte_range, pin)
-        opened = open_http_get(self._client, get, byte_range, location.uri, self.facts_from_headers)
-        async with opened as (facts, body):
-            yield facts, body
+        return open_plain_get(self._client, self, location, byte_range, pin)
 
     def facts_from_headers(self, headers: Mapping[str, str], pin: str | None) -> ObjectFacts:
         return download_facts(headers)

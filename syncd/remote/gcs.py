@@ -33,8 +33,8 @@ from syncd.core.plan import ObjectFacts, Range
 from syncd.core.verification import check_same_object
 from syncd.errors import SourceError
 from syncd.remote.failure import status_error
-from syncd.remote.http_get import failed, open_http_get, read_small, session
-from syncd.remote.store import Body, Capabilities, PlainGet
+from syncd.remote.http_get import failed, open_plain_get, read_small, session
+from syncd.remote.store import Body, BucketLocation, Capabilities, PlainGet
 from syncd.settings import Settings
 
 __all__ = ["GcsLocation", "GcsStore", "download_facts", "open_store", "parse"]
@@ -45,17 +45,10 @@ _TOKEN_MARGIN = 300.0  # seconds before expiry a token is refreshed
 
 
 @dataclass(frozen=True)
-class GcsLocation:
-    bucket: str
-    prefix: str
+class GcsLocation(BucketLocation):
+    """A bucket and an object name prefix (no trailing slash)."""
 
-    @property
-    def uri(self) -> str:
-        return f"gs://{self.bucket}/{self.prefix}" if self.prefix else f"gs://{self.bucket}"
-
-    def child(self, relative: str) -> GcsLocation:
-        name = f"{self.prefix}/{relative.strip('/')}" if self.prefix else relative.strip("/")
-        return GcsLocation(self.bucket, name)
+    scheme = "gs"
 
 
 def parse(uri: str) -> GcsLocation:
@@ -201,16 +194,7 @@ class GcsStore:
     def open_get(
         self, location: GcsLocation, byte_range: Range | None, pin: str | None
     ) -> AbstractAsyncContextManager[tuple[ObjectFacts | None, Body]]:
-        return self._open_get(location, byte_range, pin)
-
-    @asynccontextmanager
-    async def _open_get(
-        self, location: GcsLocation, byte_range: Range | None, pin: str | None
-    ) -> AsyncIterator[tuple[ObjectFacts | None, Body]]:
-        get = await self.plain_get(location, byte_range, pin)
-        opened = open_http_get(self._client, get, byte_range, location.uri, self.facts_from_headers)
-        async with opened as (facts, body):
-            yield facts, body
+        return open_plain_get(self._client, self, location, byte_range, pin)
 
     def facts_from_headers(self, headers: Mapping[str, str], pin: str | None) -> ObjectFacts:
         return download_facts(headers, pin)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 
@@ -15,9 +16,9 @@ from syncd.remote.failure import describe_failure, status_error
 from syncd.remote.ranges import check_content_range
 from syncd.remote.retry import retry_reason
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
-from syncd.remote.store import PlainGet
+from syncd.remote.store import Body, Location, ObjectStore, PlainGet
 
-__all__ = ["failed", "open_http_get", "read_small", "session"]
+__all__ = ["failed", "open_http_get", "open_plain_get", "read_small", "session"]
 
 
 def session() -> aiohttp.ClientSession:
@@ -58,6 +59,21 @@ async def open_http_get(
                 yield facts_from_headers(lowered, get.pin), _Body(response.content, uri)
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise failed(f"GET {uri}", exc) from exc
+
+
+@asynccontextmanager
+async def open_plain_get(
+    client: aiohttp.ClientSession,
+    store: ObjectStore[Any],
+    location: Location,
+    byte_range: Range | None,
+    pin: str | None,
+) -> AsyncIterator[tuple[ObjectFacts | None, Body]]:
+    """A store's `open_get` made of its `plain_get`: the pump threads' request, sent here."""
+    get = await store.plain_get(location, byte_range, pin)
+    opened = open_http_get(client, get, byte_range, location.uri, store.facts_from_headers)
+    async with opened as (facts, body):
+        yield facts, body
 
 
 async def read_small(client: aiohttp.ClientSession, get: PlainGet, uri: str) -> bytes | None:

@@ -17,12 +17,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range
 
-__all__ = ["Body", "Capabilities", "Location", "ObjectStore", "OneStore", "PlainGet", "StoreLookup"]
+__all__ = [
+    "Body",
+    "BucketLocation",
+    "Capabilities",
+    "Location",
+    "ObjectStore",
+    "OneStore",
+    "PlainGet",
+    "StoreLookup",
+]
 
 L = TypeVar("L", contravariant=True)
 
@@ -34,6 +43,27 @@ class Location(Protocol):
     def uri(self) -> str: ...
 
     def child(self, relative: str) -> Any: ...  # the same kind of location, one level down
+
+
+@dataclass(frozen=True)
+class BucketLocation:
+    """A bucket and a key prefix (no trailing slash), in a store whose URIs are
+    `SCHEME://BUCKET/KEY` (S3, GCS); each store subclasses it with its `scheme`."""
+
+    bucket: str
+    prefix: str
+    scheme: ClassVar[str] = ""
+
+    @property
+    def uri(self) -> str:
+        base = f"{self.scheme}://{self.bucket}"
+        return f"{base}/{self.prefix}" if self.prefix else base
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def child(self, relative: str) -> Self:
+        return type(self)(self.bucket, self.key(relative.strip("/")))
 
 
 @dataclass(frozen=True)

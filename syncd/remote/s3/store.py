@@ -32,7 +32,7 @@ from syncd.remote.ranges import check_content_range
 from syncd.remote.retry import retry_reason
 from syncd.remote.s3.presign import UrlSigner
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
-from syncd.remote.store import Capabilities, PlainGet
+from syncd.remote.store import BucketLocation, Capabilities, PlainGet
 from syncd.settings import S3Settings
 
 __all__ = ["S3Location", "S3ObjectStore", "facts_from_http_headers", "parse_s3_uri", "part_layout"]
@@ -43,21 +43,10 @@ _URLS_KEPT = 4096
 
 
 @dataclass(frozen=True)
-class S3Location:
+class S3Location(BucketLocation):
     """A bucket and a key prefix (no trailing slash)."""
 
-    bucket: str
-    prefix: str
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-
-    def key(self, relative: str) -> str:
-        return f"{self.prefix}/{relative}" if self.prefix else relative
-
-    def child(self, relative: str) -> S3Location:
-        return S3Location(self.bucket, self.key(relative.strip("/")))
+    scheme = "s3"
 
 
 def parse_s3_uri(uri: str) -> S3Location:
