@@ -122,12 +122,16 @@ class AzureStore:
         self._client = client
         self._stack = stack
         self._services: dict[str, _Account] = {}
+        self._opening = asyncio.Lock()
 
     async def _account(self, location: AzureLocation) -> _Account:
         account = self._services.get(location.account)
         if account is None:
-            account = await _Account.open(location, self._stack)
-            self._services[location.account] = account
+            async with self._opening:  # one client per account, however many ask at once
+                account = self._services.get(location.account)
+                if account is None:
+                    account = await _Account.open(location, self._stack)
+                    self._services[location.account] = account
         return account
 
     async def list_objects(self, location: AzureLocation) -> list[RemoteObject]:
@@ -148,10 +152,11 @@ class AzureStore:
         account = await self._account(location)
         blob = account.service.get_blob_client(location.container, location.prefix)
         try:
-            downloader = await blob.download_blob()
-            if downloader.size > SMALL_FILE_LIMIT:
-                raise too_large(location.uri, downloader.size)
+            # One bounded range: a 5 GB blob named model_context.json costs 1 MiB, not 5 GB.
+            downloader = await blob.download_blob(offset=0, length=SMALL_FILE_LIMIT + 1)
             data: bytes = await downloader.readall()
+            if len(data) > SMALL_FILE_LIMIT:
+                raise too_large(location.uri)
             return data
         except SourceError:
             raise

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from syncd.app.embedded import MlflowServer
+from syncd.errors import SourceError
 from syncd.publish import publish_model
 from syncd.remote.azure import parse as parse_azure_uri
+from syncd.remote.small import SMALL_FILE_LIMIT
 from tests.integration.test_range_repair import flip
 from tests.support.cli import clean_env, run_sync, run_syncd
 from tests.support.daemon import eventually, running
@@ -256,6 +258,30 @@ def test_syncd_fetch_takes_the_store_uri_itself(
         by_url = run_syncd("fetch", url, str(other), env=cloud.env(MLFLOW_TRACKING_URI=""))
         assert by_url.returncode == 0, by_url.stderr
         assert (other / SHARD).read_bytes() == (dest / SHARD).read_bytes()
+
+
+async def test_a_small_document_is_read_within_its_limit(
+    azure: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob that is no small JSON document is refused after 1 MiB, not read whole."""
+    from azure.storage.blob import BlobServiceClient
+
+    from syncd.remote import azure as azure_store
+
+    connection = azure.syncd_env["AZURE_STORAGE_CONNECTION_STRING"]
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection)
+    name = f"{unique_name('big')}/model_context.json"
+    BlobServiceClient.from_connection_string(connection).get_blob_client(
+        CONTAINER, name
+    ).upload_blob(os.urandom(3 << 20))
+    azure.proxy.faults.reset()
+    where = parse_azure_uri(f"wasbs://{CONTAINER}@devstoreaccount1.blob.core.windows.net/{name}")
+
+    async with azure_store.open_store(make_settings(azure.mlflow.url)) as store:
+        with pytest.raises(SourceError, match="refused"):
+            await store.read(where)
+
+    assert sum(azure.proxy.faults.body_bytes.values()) <= SMALL_FILE_LIMIT + 1
 
 
 @pytest.mark.parametrize(
