@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -83,10 +84,16 @@ class _Token:
 
 
 def _expiring(credentials: Any) -> bool:
-    expiry = getattr(credentials, "expiry", None)
-    if not credentials.token:
+    """No token yet, or one that expires within the margin (google-auth's `expiry` is a
+    naive datetime in UTC)."""
+    if not getattr(credentials, "token", None):
         return True
-    return expiry is not None and expiry.timestamp() - time.time() < _TOKEN_MARGIN
+    expiry = getattr(credentials, "expiry", None)
+    if expiry is None:
+        return False
+    if expiry.tzinfo is None:
+        expiry = expiry.replace(tzinfo=UTC)
+    return bool(expiry.timestamp() - time.time() < _TOKEN_MARGIN)
 
 
 def _refreshed(credentials: Any) -> Any:

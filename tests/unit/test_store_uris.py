@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
@@ -96,6 +98,19 @@ def test_an_azure_blob_is_checked_by_its_content_md5_or_says_why_not() -> None:
     assert choose_check(without, "checksum").note == "x"
     bare = azure.download_facts({"etag": '"0x1"'})
     assert "Content-MD5" in choose_check(bare, "checksum").note
+
+
+def test_a_gcs_token_is_refreshed_before_it_expires_whatever_the_local_zone() -> None:
+    @dataclass
+    class Credentials:
+        token: str | None
+        expiry: datetime | None  # google-auth's: naive, in UTC
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    assert gcs._expiring(Credentials(None, None))
+    assert gcs._expiring(Credentials("t", now + timedelta(minutes=1)))
+    assert not gcs._expiring(Credentials("t", now + timedelta(hours=1)))
+    assert not gcs._expiring(Credentials("t", None))  # a token that never expires
 
 
 class _Answer(HttpResponseError):
