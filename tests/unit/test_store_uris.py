@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -100,6 +102,17 @@ def test_an_azure_blob_is_checked_by_its_content_md5_or_says_why_not() -> None:
     assert "Content-MD5" in choose_check(bare, "checksum").note
 
 
+@pytest.fixture
+def eight_hours_behind_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time in Los Angeles: a naive UTC datetime read as local is 8 h off."""
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("eight_hours_behind_utc")
 def test_a_gcs_token_is_refreshed_before_it_expires_whatever_the_local_zone() -> None:
     @dataclass
     class Credentials:
