@@ -18,10 +18,10 @@ _NOISY = (
     "aiohttp.access",
     "watchdog",
     "azure",  # the SDK logs every request and response at INFO
-    "google",
 )
-# urllib3 warns on every retry; syncd reports the outcome once, in its own words.
-_QUIET = ("urllib3",)
+# urllib3 warns on every retry, google-auth on every credential it could not find (the
+# metadata server, ...); syncd reports the outcome once, in its own words.
+_QUIET = ("urllib3", "google.auth")
 # Attributes every LogRecord has; anything else was passed with `extra=` and is kept.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

@@ -301,6 +301,19 @@ def test_a_store_uri_syncd_cannot_read_is_one_line(uri: str, said: str, tmp_path
     assert not (tmp_path / "dest").exists()
 
 
+def test_no_google_credentials_is_one_line(tmp_path: Path) -> None:
+    """Outside GCP and without an emulator, google-auth finds nothing: syncd says so once,
+    and not google-auth's own warnings before it."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("GOOGLE_", "STORAGE_"))}
+    env["GCE_METADATA_HOST"] = "127.0.0.1:9"  # no metadata server to wait for
+    result = run_syncd("fetch", "gs://models/some/model", str(tmp_path / "dest"), env=env)
+
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "no Google credentials for gs://" in lines[0]
+
+
 async def test_the_daemon_heals_a_folder_from_the_cloud_store(
     gcs: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
