@@ -33,7 +33,6 @@ import aiohttp
 from syncd.core.checksum import Algorithm
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range
-from syncd.core.verification import check_same_object
 from syncd.errors import RetryableError, SourceError
 from syncd.remote.failure import describe_failure, status_error
 from syncd.remote.http_get import open_plain_get, session
@@ -165,7 +164,7 @@ class AzureStore:
                 return None
             raise translate(exc, f"reading {location.uri}") from exc
 
-    async def facts(self, location: AzureLocation, obj: RemoteObject) -> ObjectFacts:
+    async def facts(self, location: AzureLocation) -> ObjectFacts:
         account = await self._account(location)
         blob = account.service.get_blob_client(location.container, location.prefix)
         try:
@@ -173,9 +172,7 @@ class AzureStore:
         except Exception as exc:
             raise translate(exc, f"HEAD {location.uri}") from exc
         md5 = properties.content_settings.content_md5
-        facts = _facts(int(properties.size), _token(properties.etag), bytes(md5) if md5 else None)
-        check_same_object(location.uri, obj, facts)
-        return facts
+        return _facts(int(properties.size), _token(properties.etag), bytes(md5) if md5 else None)
 
     async def plain_get(
         self, location: AzureLocation, byte_range: Range | None, pin: str | None
@@ -293,22 +290,16 @@ def download_facts(headers: Mapping[str, str]) -> ObjectFacts:
 
 def translate(error: Exception, what: str, pin: str = "") -> Exception:
     """An azure-core error as a syncd error (the status table every store uses)."""
-    from azure.core.exceptions import (
-        AzureError,
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
     if isinstance(error, ClientAuthenticationError):
         return SourceError(f"{what}: not authorized ({_first_line(error)})")
     if isinstance(error, HttpResponseError) and _status(error):
         code = str(getattr(error, "error_code", "") or "")
         return status_error(_status(error), code, what, pin)
-    if isinstance(error, ServiceRequestError | ServiceResponseError | OSError | TimeoutError):
-        return RetryableError(f"{what}: {describe_failure(error)}", retry_reason(error))
-    if isinstance(error, AzureError | aiohttp.ClientError):
+    if isinstance(error, AzureError | aiohttp.ClientError | OSError | TimeoutError):
+        # A transport failure (ServiceRequestError, ServiceResponseError) or another of the
+        # SDK's: another attempt may cure it.
         return RetryableError(f"{what}: {describe_failure(error)}", retry_reason(error))
     return error
 

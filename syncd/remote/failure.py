@@ -7,7 +7,14 @@ from urllib.parse import urlsplit
 
 from syncd.errors import ObjectChangedError, RetryableError, SourceError, SourceMissingError
 
-__all__ = ["describe_failure", "hide_url", "host_of", "status_error", "strip_userinfo"]
+__all__ = [
+    "describe_failure",
+    "error_code",
+    "hide_url",
+    "host_of",
+    "status_error",
+    "strip_userinfo",
+]
 
 # Checked in order against the text of the error and of everything it was raised from.
 _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -109,6 +116,17 @@ _RETRYABLE_CODES = {
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
 _NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+# S3 and Azure Blob both say why in an XML body (`<Code>SlowDown</Code>`); GCS in JSON, where
+# the status alone decides.
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+def error_code(body: bytes) -> str:
+    """The error code an XML error body names, or "" (status_error's `code`)."""
+    match = _ERROR_CODE.search(body)
+    return match.group(1).decode(errors="replace") if match else ""
 
 
 def status_error(status: int, code: str, what: str, etag: str = "") -> Exception:

@@ -31,7 +31,6 @@ import aiohttp
 from syncd.core.checksum import Algorithm
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range
-from syncd.core.verification import check_same_object
 from syncd.errors import SourceError
 from syncd.remote.failure import status_error
 from syncd.remote.http_get import failed, open_plain_get, read_small, session
@@ -177,18 +176,16 @@ class GcsStore:
         get = PlainGet(self._object_url(location, media=True), await self._auth())
         return await read_small(self._client, get, location.uri)
 
-    async def facts(self, location: GcsLocation, obj: RemoteObject) -> ObjectFacts:
+    async def facts(self, location: GcsLocation) -> ObjectFacts:
         url = self._object_url(location, media=False)
         item = await self._json(url, f"HEAD {location.uri}")
         checksums = _checksums(item.get("crc32c"), item.get("md5Hash"))
-        facts = ObjectFacts(
+        return ObjectFacts(
             size=int(item["size"]),
             etag=str(item["generation"]),
             checksums=checksums,
             checksum_type="FULL_OBJECT",
         )
-        check_same_object(location.uri, obj, facts)
-        return facts
 
     async def plain_get(
         self, location: GcsLocation, byte_range: Range | None, pin: str | None

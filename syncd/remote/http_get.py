@@ -12,7 +12,7 @@ import aiohttp
 
 from syncd.core.plan import ObjectFacts, Range
 from syncd.errors import RetryableError
-from syncd.remote.failure import describe_failure, status_error
+from syncd.remote.failure import describe_failure, error_code, status_error
 from syncd.remote.ranges import check_content_range
 from syncd.remote.retry import retry_reason
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
@@ -49,7 +49,7 @@ async def open_http_get(
         async with client.get(get.url, headers=headers) as response:
             if response.status not in (200, 206):
                 body = await response.read()
-                raise status_error(response.status, _code(body), f"GET {uri}", get.pin or "")
+                raise status_error(response.status, error_code(body), f"GET {uri}", get.pin or "")
             if byte_range is not None:
                 length = response.content_length if response.content_length is not None else -1
                 check_content_range(uri, response.headers.get("Content-Range"), length, byte_range)
@@ -84,7 +84,7 @@ async def read_small(client: aiohttp.ClientSession, get: PlainGet, uri: str) -> 
                 return None
             if response.status != 200:
                 body = await response.read()
-                raise status_error(response.status, _code(body), f"reading {uri}")
+                raise status_error(response.status, error_code(body), f"reading {uri}")
             if (response.content_length or 0) > SMALL_FILE_LIMIT:
                 raise too_large(uri, response.content_length)
             data = bytearray()
@@ -95,15 +95,6 @@ async def read_small(client: aiohttp.ClientSession, get: PlainGet, uri: str) -> 
             return bytes(data)
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise failed(f"reading {uri}", exc) from exc
-
-
-def _code(body: bytes) -> str:
-    """The error code an XML error body names (Azure's `<Code>BlobNotFound</Code>`)."""
-    start = body.find(b"<Code>")
-    end = body.find(b"</Code>", start)
-    if start < 0 or end < 0 or end - start > 106:
-        return ""
-    return body[start + 6 : end].decode(errors="replace")
 
 
 class _Body:

@@ -15,8 +15,8 @@ import aiohttp
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range
 from syncd.errors import RetryableError, SourceError
-from syncd.remote.failure import describe_failure, host_of, status_error
-from syncd.remote.retry import retry_reason
+from syncd.remote.failure import host_of, status_error
+from syncd.remote.http_get import failed
 from syncd.remote.small import SMALL_FILE_LIMIT, too_large
 from syncd.remote.store import Capabilities, PlainGet
 from syncd.settings import MlflowSettings, Settings
@@ -167,7 +167,7 @@ class MlflowArtifactProxy:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._failed(f"GET {path}", exc) from exc
 
-    async def facts(self, location: ProxiedLocation, obj: RemoteObject) -> ObjectFacts:
+    async def facts(self, location: ProxiedLocation) -> ObjectFacts:
         raise SourceError(f"{location.uri}: the MLflow proxy states no object facts")
 
     async def plain_get(
@@ -181,10 +181,7 @@ class MlflowArtifactProxy:
     def _failed(self, what: str, exc: BaseException) -> RetryableError:
         """A transport failure in plain words, the server named by its host only (a tracking
         URI may carry a user and password)."""
-        return RetryableError(
-            f"{what} via MLflow at {host_of(self._base)}: {describe_failure(exc)}",
-            retry_reason(exc),
-        )
+        return failed(f"{what} via MLflow at {host_of(self._base)}", exc)
 
     def _url(self, path: str) -> str:
         return f"{self._base}{_API}/{quote(path)}"

@@ -113,8 +113,8 @@ class ObjectStore(Protocol[L]):
         """A small object's bytes (syncd.remote.small's limit), or None when it is absent."""
         ...
 
-    async def facts(self, location: L, obj: RemoteObject) -> ObjectFacts:
-        """The object's facts now, checked to be the object listed (ObjectChangedError)."""
+    async def facts(self, location: L) -> ObjectFacts:
+        """The object's facts now (the engine checks they are the object listed)."""
         ...
 
     def open_get(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import mmap
-import re
 import socket
 import ssl
 import threading
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 
 from syncd.core.plan import Range
 from syncd.errors import LocalWriteError, RetryableError, SyncdError
-from syncd.remote.failure import status_error
+from syncd.remote.failure import error_code, status_error
 from syncd.remote.ranges import check_content_range
 from syncd.remote.store import PlainGet
 
@@ -35,10 +34,6 @@ __all__ = ["Abort", "BlockingRangeReader", "Write"]
 
 # Where a pump thread hands each buffer-full: (bytes, offset in the file).
 Write = Callable[[memoryview, int], None]
-
-# S3 and Azure Blob both say why in an XML body (`<Code>SlowDown</Code>`); GCS in JSON, where
-# the status alone decides.
-_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
 class _AbortedError(Exception):
@@ -237,6 +232,4 @@ def _pump(
 
 
 def _status_error(status: int, body: bytes, what: str, etag: str | None) -> Exception:
-    match = _ERROR_CODE.search(body)
-    code = match.group(1).decode(errors="replace") if match else ""
-    return status_error(status, code, what, etag or "")
+    return status_error(status, error_code(body), what, etag or "")

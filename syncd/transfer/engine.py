@@ -304,7 +304,9 @@ class Downloader:
         """The object's facts now (a HEAD; for S3's multipart uploads, the part layout too),
         checked to be the object listed."""
         store = await self._stores.store_for(location)
-        return await self._retry.run(f"HEAD {location.uri}", lambda: store.facts(location, obj))
+        facts = await self._retry.run(f"HEAD {location.uri}", lambda: store.facts(location))
+        check_same_object(location.uri, obj, facts)
+        return facts
 
     async def _rehash(self, fd: int, byte_range: Range, check: CheckPlan) -> RangeHashers:
         """A range a killed attempt left on disk: hashed from disk, not fetched again."""

@@ -1,14 +1,19 @@
-"""An in-memory object store that answers as S3ObjectStore does, with faults on request.
+"""An in-memory `ObjectStore` (syncd.remote.store) that answers as S3ObjectStore does over real
+S3, with faults on request.
 
 The seam for engine and syncer tests that need no server process: the Downloader (which
 reads it through `open_get`: it offers no plain HTTP) and the Syncer (through `Sources`) run
-over it unchanged. Shapes from Amazon S3's API reference and the clients that speak it: ETags are
-the MD5 of the bytes for a single PUT and, for a multipart upload, the MD5 of the concatenated
-part MD5s plus `-N` (as s3transfer's and botocore's uploads produce them); `HeadObject` with
-`PartNumber=1` answers the first part's `ContentLength` and `PartsCount`; a `GetObject` with a
-`Range` answers `Content-Range: bytes START-END/SIZE`, and with a stale `If-Match` fails with
-412 `PreconditionFailed`; 404 `NoSuchKey`, 429 and 503 as S3 sends them. Errors arrive already
-in syncd's words, through the same table the real store uses (`remote.failure.status_error`).
+over it unchanged. Request and response shapes from the Amazon S3 API Reference (HeadObject,
+GetObject, ListObjectsV2) as botocore's S3 service model (`botocore/data/s3/2006-03-01/
+service-2.json.gz`) states them, and from the clients that write objects (s3transfer's
+multipart uploads, as boto3 and MLflow make them): ETags are the MD5 of the bytes for a
+single PUT and, for a multipart upload, the MD5 of the concatenated part MD5s plus `-N`;
+`HeadObject` with `PartNumber=1` answers the first part's `ContentLength` and `PartsCount`;
+a `GetObject` with a `Range` answers `Content-Range: bytes START-END/SIZE`, and with a stale
+`If-Match` fails with 412 `PreconditionFailed`; 404 `NoSuchKey`, 429 and 503 as S3 sends
+them. Errors arrive already in syncd's words, through the same table the real store uses
+(`remote.failure.status_error`), and `facts` adds the part layout as the real store does
+(`remote.s3.store.part_layout`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from typing import Any, Literal
 from syncd.core.checksum import multipart_etag
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range
-from syncd.core.verification import check_same_object
 from syncd.remote.failure import status_error
 from syncd.remote.ranges import check_content_range
 from syncd.remote.s3 import S3Location
@@ -97,10 +101,8 @@ class FakeObjectStore:
             )
         return ObjectFacts(size=len(obj.data), etag=obj.etag)
 
-    async def facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
-        facts = await self.head(location)
-        check_same_object(location.uri, obj, facts)
-        return await part_layout(self.head, location, facts)
+    async def facts(self, location: S3Location) -> ObjectFacts:
+        return await part_layout(self.head, location, await self.head(location))
 
     async def plain_get(
         self, location: S3Location, byte_range: Range | None, pin: str | None

@@ -1,8 +1,13 @@
-"""A real HTTP proxy in front of the moto server that injects faults into S3 GETs.
+"""A real HTTP proxy in front of a real store server (moto, `rclone serve s3`, Azurite,
+gcp-storage-emulator) that counts requests and body bytes and injects faults into object GETs.
 
-moto itself never corrupts or drops anything; this sits between syncd and it so that tests can
-see how syncd handles a flipped byte, a 5xx, a cut connection or a slow link, while every
-request still reaches a real S3 implementation.
+The servers never corrupt or drop anything; this sits between syncd and them so that tests
+can see how syncd handles a flipped byte, a 5xx, a cut connection or a slow link, while
+every request still reaches a real implementation. The faults it makes up answer as S3 does
+(Amazon S3 API Reference, "Error responses": 503 with an XML `<Code>SlowDown</Code>` body,
+429, 400 `AuthorizationHeaderMalformed` for a presigned URL of the wrong region); anything
+it forwards is sent as the client sent it (no body added to a bodiless request: Azure's
+shared-key signature covers Content-Type).
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from botocore.exceptions import (
 from syncd.core.checksum import Algorithm
 from syncd.core.manifest import RemoteObject
 from syncd.core.plan import ObjectFacts, Range, unquote_etag
-from syncd.core.verification import check_same_object
 from syncd.errors import ChecksumMismatchError, RetryableError, SourceError
 from syncd.remote.failure import status_error
 from syncd.remote.ranges import check_content_range
@@ -186,12 +185,10 @@ class S3ObjectStore:
             raise translate(exc, f"HEAD {location.uri}") from exc
         return _facts_from_response(response)
 
-    async def facts(self, location: S3Location, obj: RemoteObject) -> ObjectFacts:
-        """HEAD, checked to be the object listed, with the upload's part layout (a HEAD of
-        part 1) where it was uploaded in parts."""
-        facts = await self.head(location)
-        check_same_object(location.uri, obj, facts)
-        return await part_layout(self.head, location, facts)
+    async def facts(self, location: S3Location) -> ObjectFacts:
+        """HEAD, with the upload's part layout (a HEAD of part 1) where it was uploaded in
+        parts."""
+        return await part_layout(self.head, location, await self.head(location))
 
     def facts_from_headers(self, headers: Mapping[str, str], pin: str | None) -> ObjectFacts:
         return facts_from_http_headers(headers)
